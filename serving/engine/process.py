@@ -1,0 +1,172 @@
+"""Start, supervise and stop one vLLM OpenAI-server process with multi-LoRA and runtime adapter updates on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from serving.engine.settings import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+
+class EngineStartError(RuntimeError):
+    """The engine exited or did not become ready; the message carries the tail of its log."""
+
+
+def cpu_binding(replica: int, replicas: int, cpus: int | None = None) -> str:
+    """Contiguous core range for one replica, e.g. ``0-1`` for a single replica on 2 cores."""
+    cpus = cpus or os.cpu_count() or 1
+    share = max(1, cpus // replicas)
+    first = min(replica * share, cpus - 1)
+    last = min(first + share, cpus) - 1
+    return f"{first}-{last}" if last > first else str(first)
+
+
+def engine_env(settings: EngineSettings, replica: int = 0) -> dict[str, str]:
+    """Environment of an engine process: offline, no telemetry, runtime LoRA updates, bound threads."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space_gib),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    bind = settings.omp_threads_bind
+    env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(replica, settings.replicas) if bind == "auto" else bind
+    return env
+
+
+def engine_command(settings: EngineSettings, model_path: str, served_name: str, port: int) -> list[str]:
+    # `vllm serve` fails for the CPU build (its dist is named vllm-cpu, not vllm): run the module directly.
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--served-model-name",
+        served_name,
+        "--host",
+        settings.host,
+        "--port",
+        str(port),
+        "--dtype",
+        settings.dtype,
+        "--max-model-len",
+        str(settings.max_model_len),
+        "--max-num-seqs",
+        str(settings.max_num_seqs),
+        "--enable-lora",
+        "--max-lora-rank",
+        str(settings.max_lora_rank),
+        "--max-loras",
+        str(settings.max_loras),
+        "--max-cpu-loras",
+        str(settings.max_cpu_loras),
+        "--disable-uvicorn-access-log",
+        *settings.extra_args,
+    ]
+
+
+@dataclass
+class EngineProcess:
+    """One embedded vLLM replica.
+
+    Example:
+        >>> engine = EngineProcess(settings, "/models/SmolLM2-135M-Instruct", "smollm2-135m-instruct")
+        >>> engine.start(); engine.wait_ready()
+        >>> engine.url
+        'http://127.0.0.1:8100'
+    """
+
+    settings: EngineSettings
+    model_path: str
+    served_name: str
+    replica: int = 0
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.settings.port + self.replica
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        cmd = engine_command(self.settings, self.model_path, self.served_name, self.port)
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        logger.info("starting vLLM engine", extra={"replica": self.replica, "url": self.url})
+        # Own process group: stop() reaches the engine-core child processes too.
+        self._proc = subprocess.Popen(
+            cmd,
+            env=engine_env(self.settings, self.replica),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _log_tail(self, lines: int = 40) -> str:
+        if not self.log_path or not self.log_path.is_file():
+            return "(no engine log; set a log_path to capture it)"
+        with self.log_path.open(errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines))
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until ``/v1/models`` answers; raise :class:`EngineStartError` if the process dies first."""
+        deadline = time.monotonic() + (timeout or self.settings.startup_timeout_s)
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise EngineStartError(
+                    f"vLLM engine exited with code {self._proc.returncode} during start-up:\n{self._log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
+                    logger.info("vLLM engine ready", extra={"replica": self.replica, "url": self.url})
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise EngineStartError(f"vLLM engine not ready in time:\n{self._log_tail()}")
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        logger.info("vLLM engine stopped", extra={"replica": self.replica})

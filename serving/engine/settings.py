@@ -1,0 +1,39 @@
+"""vLLM engine settings (``RAGSWAP_ENGINE__*``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class EngineSettings(BaseModel):
+    """How ragswap runs (or finds) its vLLM engine replicas."""
+
+    urls: list[str] = Field(default_factory=list)
+    """Already-running engine replicas (``http://host:port``). Empty: ragswap starts ``replicas`` itself."""
+    replicas: int = Field(default=1, ge=1, le=16)
+    """Embedded replicas to start when ``urls`` is empty; CPU cores are split between them."""
+    host: str = "127.0.0.1"
+    """Embedded engines listen on loopback only: the gateway is the public face."""
+    port: int = Field(default=8100, ge=1024, le=65535)
+    """Port of the first embedded replica; replica ``i`` uses ``port + i``."""
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(default=2048, ge=128)
+    max_lora_rank: int = Field(default=64, ge=1)
+    max_loras: int = Field(default=4, ge=1)
+    """Adapters resident in one batch (GPU-side slots)."""
+    max_cpu_loras: int = Field(default=32, ge=1)
+    """Adapters cached by each engine; more can be registered, they are re-loaded on demand."""
+    max_num_seqs: int = Field(default=64, ge=1)
+    kv_cache_space_gib: int = Field(default=1, ge=1)
+    """``VLLM_CPU_KVCACHE_SPACE`` for the CPU build."""
+    omp_threads_bind: str = "auto"
+    """``VLLM_CPU_OMP_THREADS_BIND``: ``auto`` binds each replica to its share of all cores (vLLM's own default
+    leaves one core idle: ~40 % less throughput on 2 cores)."""
+    startup_timeout_s: float = Field(default=300.0, gt=0)
+    extra_args: list[str] = Field(default_factory=list)
+    """Passed verbatim to ``vllm.entrypoints.openai.api_server``."""
+
+    @field_validator("urls")
+    @classmethod
+    def _strip_slash(cls, urls: list[str]) -> list[str]:
+        return [u.rstrip("/") for u in urls]
