@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragswap.settings_base import ragswap_home
 
 
 class ModelSettings(BaseModel):
     """Model store settings (``RAGSWAP_MODELS__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     dir: Path = Field(default_factory=lambda: ragswap_home() / "models")
     """Directory that ``ragswap models prepare`` fills; kept outside the clone so it is reused."""

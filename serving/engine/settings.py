@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EngineSettings(BaseModel):
     """How ragswap runs (or finds) its vLLM engine replicas."""
+
+    model_config = ConfigDict(extra="forbid")
 
     urls: list[str] = Field(default_factory=list)
     """Already-running engine replicas (``http://host:port``). Empty: ragswap starts ``replicas`` itself."""
@@ -18,6 +20,8 @@ class EngineSettings(BaseModel):
     """Port of the first embedded replica; replica ``i`` uses ``port + i``."""
     dtype: str = "bfloat16"
     max_model_len: int = Field(default=2048, ge=128)
+    enable_lora: bool = True
+    """Multi-LoRA serving; off only for a base-model-only deployment (or to measure what LoRA costs)."""
     max_lora_rank: int = Field(default=64, ge=1)
     max_loras: int = Field(default=4, ge=1)
     """Adapters resident in one batch (GPU-side slots)."""
