@@ -34,6 +34,10 @@ class SlotGroups:
     groups: tuple[tuple[int, torch.Tensor | None], ...]
     base_rows: torch.Tensor | None
     num_rows: int
+    perm: torch.Tensor | None = None
+    """Adapter rows sorted by slot (``None``: every row, in order, uses the single active slot)."""
+    segments: tuple[tuple[int, int, int], ...] = ()
+    """``(slot, start, end)``: the rows of ``perm`` that use ``slot``."""
 
     @classmethod
     def from_indices(cls, indices: torch.Tensor) -> SlotGroups:
@@ -43,11 +47,17 @@ class SlotGroups:
         slots = torch.unique(indices).tolist()
         active = [s for s in slots if s >= 0]
         if len(slots) == 1:
-            whole = ((active[0], None),) if active else ()
-            return cls(whole, None if active else _all_rows(indices), num_rows)
+            if not active:
+                return cls((), _all_rows(indices), num_rows)
+            return cls(((active[0], None),), None, num_rows, None, ((active[0], 0, num_rows),))
         groups = tuple((s, (indices == s).nonzero().squeeze(1)) for s in active)
         base = (indices < 0).nonzero().squeeze(1) if slots[0] < 0 else None
-        return cls(groups, base, num_rows)
+        segments, start = [], 0
+        for slot, rows in groups:
+            segments.append((slot, start, start + int(rows.numel())))
+            start += int(rows.numel())
+        perm = torch.cat([rows for _, rows in groups]) if groups else None
+        return cls(groups, base, num_rows, perm, tuple(segments))
 
     @property
     def any_lora(self) -> bool:
@@ -117,6 +127,68 @@ def grouped_expand(
         target.index_fill_(0, groups.base_rows, 0)
 
 
+class _FusedWeights:
+    """Per-layer cache of the weights :func:`grouped_lora_linear` multiplies with, rebuilt when vLLM rewrites them.
+
+    For every slot, the LoRA A matrices of all output slices (fused q/k/v, gate/up) are stacked into one fp32
+    ``(slices*r, in)`` matrix and the B matrices into one block-diagonal ``(slices*r, sum(out))`` matrix, so one
+    linear layer costs two matmuls per active adapter instead of two per adapter *and* slice. vLLM writes adapter
+    weights in place (``set_lora``/``reset_lora``), which bumps the tensors' version counters: that is the key.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, ...], tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+
+    def get(
+        self,
+        lora_a: tuple[torch.Tensor, ...],
+        lora_b: tuple[torch.Tensor, ...],
+        sizes: tuple[int, ...],
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = tuple(id(t) for t in (*lora_a, *lora_b))
+        versions = tuple(t._version for t in (*lora_a, *lora_b))
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == versions:
+            return entry[1], entry[2]
+        a = torch.cat([_stacked(w) for w in lora_a], dim=1).to(torch.float32)  # (L, S*r, in)
+        blocks = [_stacked(w)[:, :size] for w, size in zip(lora_b, sizes, strict=True)]  # (L, out_s, r)
+        slots, rank = a.shape[0], blocks[0].shape[2]
+        b = torch.zeros(slots, rank * len(blocks), sum(sizes), dtype=dtype)
+        col = 0
+        for s, block in enumerate(blocks):
+            b[:, s * rank : (s + 1) * rank, col : col + block.shape[1]] = block.transpose(1, 2)
+            col += block.shape[1]
+        self._entries[key] = (versions, a, b)
+        return a, b
+
+
+def grouped_lora_linear(
+    y: torch.Tensor, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: SlotGroups, scale: float
+) -> None:
+    """``y[rows, :sum(out)] += ((scale * x[rows] @ A[slot].T) @ B[slot])`` for every active slot.
+
+    Same numerics as vLLM's shrink (fp32 buffer) then expand (in ``y``'s dtype); rows without an adapter are
+    never touched. ``a``/``b`` come from :class:`_FusedWeights`.
+    """
+    xs = x if groups.perm is None else x.index_select(0, groups.perm)
+    xs = xs.to(torch.float32)
+    if groups.perm is None:
+        slot = groups.segments[0][0]
+        delta = (torch.mm(xs, a[slot].t()) * scale).to(y.dtype) @ b[slot]
+    else:
+        delta = torch.empty(xs.shape[0], b.shape[2], dtype=y.dtype)
+        for slot, start, end in groups.segments:
+            torch.mm(
+                (torch.mm(xs[start:end], a[slot].t()) * scale).to(y.dtype), b[slot], out=delta[start:end]
+            )
+    target = y[:, : b.shape[2]]
+    if groups.perm is None:
+        target += delta
+    else:
+        target.index_add_(0, groups.perm, delta)
+
+
 class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     """Drop-in replacement for vLLM's ``PunicaWrapperCPU`` using :func:`grouped_shrink` / :func:`grouped_expand`.
 
@@ -128,6 +200,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().__init__(*args, **kwargs)
         self._token_groups = SlotGroups((), None, 0)
         self._sampler_groups = SlotGroups((), None, 0)
+        self._fused = _FusedWeights()
 
     def update_metadata(self, *args: Any, **kwargs: Any) -> None:
         super().update_metadata(*args, **kwargs)
@@ -203,10 +276,30 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     ) -> None:
         self._expand(y, x, w_t_all, add_inputs, y_offset, y_slice_size)
 
-    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        # A step with no adapter rows needs neither the buffer nor the two ops.
-        if self._token_groups.any_lora or self._token_groups.num_rows != x.view(-1, x.shape[-1]).shape[0]:
-            super().add_lora_linear(y, x, *args, **kwargs)
+    def add_lora_linear(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        lora_a_stacked: tuple[torch.Tensor, ...],
+        lora_b_stacked: tuple[torch.Tensor, ...],
+        scale: float,
+        output_slices: tuple[int, ...],
+        *,
+        buffer: tuple[torch.Tensor, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        groups = self._token_groups
+        flat_x = x.view(-1, x.shape[-1])
+        if groups.num_rows != flat_x.shape[0]:
+            super().add_lora_linear(
+                y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
+            )
+            return
+        if not groups.any_lora:
+            return  # a step with no adapter rows needs no LoRA work at all
+        flat_y = y.view(-1, y.shape[-1])
+        a, b = self._fused.get(lora_a_stacked, lora_b_stacked, tuple(output_slices), flat_y.dtype)
+        grouped_lora_linear(flat_y, flat_x, a, b, groups, scale)
 
     def add_lora_logits(
         self,

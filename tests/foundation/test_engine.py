@@ -92,7 +92,9 @@ async def _complete(client: AsyncOpenAI, model: str, prompt: str) -> str:
     return reply.choices[0].message.content or ""
 
 
-async def test_mixed_batches_match_sequential_outputs(engine: EngineProcess, random_adapters: dict[str, Path]) -> None:
+async def test_mixed_batches_match_sequential_outputs(
+    engine: EngineProcess, random_adapters: dict[str, Path]
+) -> None:
     """Regression for vllm-project/vllm#48421: base requests batched with LoRA requests must stay base outputs.
 
     With vLLM's reference ops (``RAGSWAP_LORA_OPS=reference``) every base output here differs from its

@@ -75,3 +75,41 @@ def test_slot_groups_partition_rows() -> None:
     assert groups.base_rows is not None and groups.base_rows.tolist() == [1, 4]
     whole = SlotGroups.from_indices(torch.tensor([2, 2, 2]))
     assert whole.groups[0][0] == 2 and whole.groups[0][1] is None and whole.base_rows is None
+
+
+@pytest.mark.parametrize("slots", [[1, 1, 1], [0, -1, 2, 3, 2, -1, 0], [-1, 3, -1]])
+def test_fused_linear_matches_reference_shrink_then_expand(slots: list[int]) -> None:
+    """One fused call per linear layer (q/k/v slices together) equals vLLM's per-slice shrink + expand."""
+    from serving.engine.grouped_lora import _FusedWeights, grouped_lora_linear
+
+    gen = torch.Generator().manual_seed(1)
+    sizes = (OUT, 32, 32)
+    lora_a = tuple(
+        torch.randn(MAX_LORAS, 1, RANK, HIDDEN, generator=gen, dtype=torch.bfloat16) for _ in sizes
+    )
+    lora_b = tuple(
+        torch.randn(MAX_LORAS, 1, size, RANK, generator=gen, dtype=torch.bfloat16) for size in sizes
+    )
+    indices = torch.tensor(slots)
+    lora_rows = indices >= 0
+    x = torch.randn(len(slots), HIDDEN, dtype=torch.bfloat16)
+    y0 = torch.randn(len(slots), sum(sizes), dtype=torch.bfloat16)
+
+    ref = y0.clone()
+    offset = 0
+    for a, b, size in zip(lora_a, lora_b, sizes, strict=True):
+        buf = torch.zeros(len(slots), RANK)
+        bgmv_shrink(x, a, buf, indices, 0.25)
+        bgmv_expand_slice(buf, b, ref, indices, offset, size, add_inputs=True)
+        offset += size
+
+    cache = _FusedWeights()
+    got = y0.clone()
+    fused_a, fused_b = cache.get(lora_a, lora_b, sizes, got.dtype)
+    grouped_lora_linear(got, x, fused_a, fused_b, SlotGroups.from_indices(indices), 0.25)
+    torch.testing.assert_close(got[lora_rows], ref[lora_rows], atol=0.05, rtol=0.02)
+    assert torch.equal(got[~lora_rows], y0[~lora_rows])
+
+    # vLLM rewrites adapter weights in place when a slot is reused: the cache must notice.
+    lora_a[0][slots[0] if slots[0] >= 0 else 3].mul_(2)
+    assert cache.get(lora_a, lora_b, sizes, got.dtype)[0] is not fused_a
