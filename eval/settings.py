@@ -2,8 +2,69 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+from ragswap.settings_base import ragswap_home
+
+ALL_METRICS: tuple[str, ...] = (
+    "faithfulness",
+    "answer_relevancy",
+    "context_precision",
+    "context_recall",
+    "id_context_precision",
+    "id_context_recall",
+    "ndcg",
+    "recall",
+    "mrr",
+    "rouge_l",
+    "semantic_similarity",
+)
+"""Every metric ragswap can compute; the first four are LLM-judged (RAGAS)."""
+
+JUDGED_METRICS: tuple[str, ...] = ALL_METRICS[:4]
 
 
 class EvalSettings(BaseModel):
     """Judge endpoint, metrics and run output defaults."""
+
+    judge_url: str | None = None
+    """OpenAI-compatible base URL of the judge (``.../v1``); empty = ragswap's own gateway (``server.host:port``)."""
+    judge_model: str | None = None
+    """Judge model name; empty = the configured base model (``models.base_model``)."""
+    judge_api_key: SecretStr | None = None
+    """Bearer token for the judge endpoint; empty = the first ``server.api_keys`` entry, or ``"x"``."""
+    structured_output: bool = True
+    """Send ``response_format: json_schema`` (vLLM enforces it); off = ask for JSON in the prompt only."""
+    judge_max_retries: int = Field(default=2, ge=0, le=10)
+    """Extra attempts when the judge's output does not parse or the call fails."""
+    judge_max_tokens: int = Field(default=512, ge=16)
+    judge_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    judge_max_items: int = Field(default=6, ge=1, le=100)
+    """``maxItems`` added to every list in the judge's JSON schema: a small judge otherwise repeats itself to
+    ``max_tokens`` and the output is cut off."""
+    judge_max_chars: int = Field(default=200, ge=16)
+    """``maxLength`` added to every free-text field (reasons, statements) in the judge's JSON schema."""
+    judge_few_shot: list[str] = Field(default_factory=lambda: ["answer_relevancy", "context_recall"])
+    """Judged metrics that keep ragas's few-shot examples in their prompts. With SmolLM2 as judge the examples
+    help these two and hurt faithfulness and context precision (the judge copies the examples' statements)."""
+    judge_timeout_s: float = Field(default=120.0, gt=0)
+    judge_concurrency: int = Field(default=8, ge=1, le=256)
+    """Judge requests in flight at once (vLLM batches them)."""
+    answer_relevancy_strictness: int = Field(default=1, ge=1, le=10)
+    """Questions the judge generates per answer; with greedy decoding (and the cache) more than one repeats itself."""
+    cache_dir: Path = Field(default_factory=lambda: ragswap_home() / "eval-cache")
+    """On-disk judge cache, keyed by endpoint model + prompt + schema + sampling settings."""
+    cache: bool = True
+    runs_dir: Path = Field(default_factory=lambda: Path("eval-runs"))
+    """Where ``ragswap eval run`` writes run directories."""
+    metrics: list[str] = Field(default_factory=lambda: list(ALL_METRICS))
+    """Metrics computed by default; a metric whose inputs a sample lacks is skipped for that sample."""
+    k: int = Field(default=5, ge=1, le=100)
+    """Cut-off for nDCG@k and recall@k, and the default retrieval ``top_k``."""
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    """Resamples for the 95 % confidence intervals in summaries and reports."""
+    generation_max_tokens: int = Field(default=128, ge=1)
+    """``max_tokens`` of the answers generated during a run."""
+    generation_concurrency: int = Field(default=4, ge=1, le=256)

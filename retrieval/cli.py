@@ -1,9 +1,227 @@
-"""`ragswap` subcommands of the retrieval package."""
+"""`ragswap` subcommands of the retrieval package: ``ingest``, ``search`` and ``collections``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from retrieval.service import RetrievalService
+
+console = Console()
+collections_app = typer.Typer(help="Retrieval collections.", no_args_is_help=True)
+
+
+def _service() -> RetrievalService:
+    from ragswap.config import load_settings
+    from retrieval.service import RetrievalService
+
+    settings = load_settings()
+    return RetrievalService(settings.retrieval, settings.models, settings.server.state_dir)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+    return typer.Exit(1)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (txt, md, html, pdf, jsonl).")],
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="Created with the defaults if missing.")
+    ],
+) -> None:
+    """Add or replace documents; unchanged chunks are skipped, a failure changes nothing."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from retrieval.errors import RetrievalError
+    from retrieval.loaders import iter_paths, load_path
+
+    try:
+        service = _service()
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    try:
+        service.ensure_collection(collection)
+        docs = [doc for path in iter_paths(paths) for doc in load_path(path)]
+        columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("encoding", total=None)
+            report = service.ingest(
+                collection, docs, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    console.print(
+        f"{collection}: {report.documents} documents, {report.chunks_added} chunks added, "
+        f"{report.chunks_unchanged} unchanged, {report.chunks_removed} removed in {report.seconds:.1f}s"
+    )
+
+
+def search(
+    query: Annotated[str, typer.Argument()],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k")] = None,
+    mode: Annotated[str | None, typer.Option(help="dense, bm25 or hybrid.")] = None,
+    fusion: Annotated[str | None, typer.Option(help="rrf, weighted or dbsf.")] = None,
+    rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank")] = None,
+    filter_json: Annotated[
+        str | None, typer.Option("--filter", help='JSON, e.g. {"source": "a.md"}.')
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Search a collection and show every stage's score."""
+    from retrieval.errors import RetrievalError
+    from retrieval.filters import parse_filter
+    from retrieval.search import SearchQuery
+
+    try:
+        service = _service()
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    try:
+        q = SearchQuery.from_settings(
+            service.settings.search,
+            collection,
+            query,
+            mode=mode,  # type: ignore[arg-type]
+            fusion=fusion,  # type: ignore[arg-type]
+            top_k=top_k,
+            rerank=rerank,
+            filter=parse_filter(json.loads(filter_json) if filter_json else None),
+        )
+        hits = service.search(q)
+    except (RetrievalError, json.JSONDecodeError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        rows = [
+            {
+                "chunk_id": h.chunk.id,
+                "document_id": h.chunk.document_id,
+                "score": h.score,
+                "scores": h.scores,
+                "text": h.chunk.text,
+            }
+            for h in hits
+        ]
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("#", "document", "score", "stages", "text")
+    for n, h in enumerate(hits, start=1):
+        stages = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
+        table.add_row(str(n), h.chunk.document_id, f"{h.score:.4f}", stages, h.chunk.text[:120])
+    console.print(table)
+
+
+@collections_app.command("list")
+def collections_list() -> None:
+    """Collections with their document and chunk counts."""
+    service = _service()
+    try:
+        infos = service.list_collections()
+    finally:
+        service.close()
+    table = Table("name", "embedding model", "chunker", "documents", "chunks")
+    for info in infos:
+        table.add_row(
+            info.spec.name,
+            info.spec.embedding_model,
+            info.spec.chunking.chunker,
+            str(info.documents),
+            str(info.chunks),
+        )
+    console.print(table)
+
+
+@collections_app.command("create")
+def collections_create(
+    name: str,
+    embedding_model: Annotated[str | None, typer.Option()] = None,
+    chunker: Annotated[str | None, typer.Option(help="fixed, recursive or semantic.")] = None,
+    chunk_size: Annotated[int | None, typer.Option()] = None,
+    chunk_overlap: Annotated[int | None, typer.Option()] = None,
+    k1: Annotated[float | None, typer.Option(help="BM25 k1.")] = None,
+    b: Annotated[float | None, typer.Option(help="BM25 b.")] = None,
+) -> None:
+    """Create an empty collection."""
+    from pydantic import ValidationError
+
+    from retrieval.errors import RetrievalError
+    from retrieval.settings import Bm25Settings, ChunkingSettings
+
+    service = _service()
+    try:
+        chunking = ChunkingSettings.model_validate(
+            {
+                **service.settings.chunking.model_dump(),
+                **{
+                    k: v
+                    for k, v in {
+                        "chunker": chunker,
+                        "chunk_size": chunk_size,
+                        "chunk_overlap": chunk_overlap,
+                    }.items()
+                    if v is not None
+                },
+            }
+        )
+        bm25 = Bm25Settings.model_validate(
+            {
+                **service.settings.bm25.model_dump(),
+                **{k: v for k, v in {"k1": k1, "b": b}.items() if v is not None},
+            }
+        )
+        spec = service.create_collection(name, embedding_model=embedding_model, chunking=chunking, bm25=bm25)
+    except (RetrievalError, ValidationError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    console.print(f"created {spec.name} ({spec.embedding_model}, {spec.chunking.chunker} chunks)")
+
+
+@collections_app.command("describe")
+def collections_describe(name: str) -> None:
+    """A collection's configuration and counts as JSON."""
+    from retrieval.errors import RetrievalError
+
+    service = _service()
+    try:
+        info = service.describe(name)
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    console.print_json(
+        json.dumps({**info.spec.model_dump(mode="json"), "documents": info.documents, "chunks": info.chunks})
+    )
+
+
+@collections_app.command("delete")
+def collections_delete(name: str) -> None:
+    """Delete a collection and its index."""
+    from retrieval.errors import RetrievalError
+
+    service = _service()
+    try:
+        service.delete_collection(name)
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    console.print(f"deleted {name}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the root `ragswap` command."""
+    app.command("ingest")(ingest)
+    app.command("search")(search)
+    app.add_typer(collections_app, name="collections")

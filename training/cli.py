@@ -1,9 +1,253 @@
-"""`ragswap` subcommands of the training package."""
+"""``ragswap train ...`` and ``ragswap adapters merge|export``.
+
+``ragswap train CONFIG.yaml`` runs an SFT/DPO recipe (``sft`` is the default subcommand); ``ragswap train reranker``
+and ``ragswap train embedder`` fine-tune the retrieval models on BEIR judgements. ``merge`` and ``export`` join the
+serving package's ``ragswap adapters`` group.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+console = Console()
+
+
+class _DefaultToSft(TyperGroup):
+    """``ragswap train CONFIG.yaml`` means ``ragswap train sft CONFIG.yaml``."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args.insert(0, "sft")
+        return super().resolve_command(ctx, args)
+
+
+train_app = typer.Typer(
+    cls=_DefaultToSft,
+    help="Train adapters (SFT/DPO recipes) and retrieval models. `ragswap train CONFIG.yaml` runs a recipe.",
+    no_args_is_help=True,
+)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(2)
+
+
+@train_app.command("sft")
+def train_sft(
+    config: Annotated[Path, typer.Argument(help="YAML recipe (see docs/training.md).")],
+    output_dir: Annotated[Path | None, typer.Option(help="Override the recipe's output_dir.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override the recipe's max_steps.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of output_dir.")] = False,
+    register: Annotated[
+        str | None, typer.Option(help="Gateway URL: register and hot-load the adapter there when done.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name (default: output folder name).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAGSWAP_API_KEY", help="Gateway admin key (default: first configured admin key)."
+        ),
+    ] = None,
+    adapter_root: Annotated[
+        Path | None, typer.Option(help="Copy the adapter under this gateway adapter root before registering.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a LoRA/DoRA/QLoRA adapter from a recipe (SFT, or DPO for `dpo` datasets)."""
+    from training.config import RecipeError, load_config
+    from training.register import RegisterError, register_adapter
+    from training.trainer import HardwareError, train
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        recipe = load_config(config, output_dir=output_dir, max_steps=max_steps, name=name)
+        result = train(recipe, resume=resume, progress=progress)
+    except (RecipeError, HardwareError) as exc:
+        raise _fail(exc) from exc
+    metrics = result.manifest.metrics
+    console.print(
+        f"adapter [bold]{result.output_dir}[/bold]: {result.global_step} steps in {result.seconds:.0f}s, "
+        f"train loss {result.train_loss:.4f}"
+        + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
+        + f", {metrics.get('tokens_per_second', 0):.0f} tok/s"
+    )
+    if register:
+        if api_key is None:
+            from ragswap.config import load_settings
+
+            keys = load_settings().server.admin_keys
+            api_key = keys[0].get_secret_value() if keys else None
+        try:
+            data = register_adapter(
+                result.output_dir,
+                register,
+                name or result.manifest.name,
+                api_key=api_key,
+                adapter_root=adapter_root,
+            )
+        except RegisterError as exc:
+            raise _fail(exc) from exc
+        console.print(f"registered as [bold]{data.get('model')}[/bold] on {register}")
+
+
+def _retriever_options(
+    data_dir: Path, train_queries: Path | None, eval_queries: Path | None
+) -> dict[str, Any]:
+    def ids(path: Path | None) -> list[str] | None:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path else None
+
+    return {"data_dir": data_dir, "train_query_ids": ids(train_queries), "eval_query_ids": ids(eval_queries)}
+
+
+DataDir = Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")]
+OutDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the trained model goes.")]
+TrainIds = Annotated[Path | None, typer.Option(help="File of training query ids, one a line.")]
+EvalIds = Annotated[Path | None, typer.Option(help="File of held-apart query ids, one a line.")]
+
+
+@train_app.command("reranker")
+def train_reranker_cmd(
+    data_dir: DataDir,
+    output_dir: OutDir = Path("outputs/reranker"),
+    train_queries: TrainIds = None,
+    eval_queries: EvalIds = None,
+    split: Annotated[str, typer.Option(help="qrels split.")] = "train",
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option()] = -1,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    negatives: Annotated[int, typer.Option(help="BM25 hard negatives per query.")] = 7,
+    max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
+) -> None:
+    """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
+    from training.config import RecipeError
+    from training.retrievers.reranker import train_reranker
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        result = train_reranker(
+            **_retriever_options(data_dir, train_queries, eval_queries),
+            output_dir=output_dir,
+            split=split,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            negatives=negatives,
+            max_corpus_docs=max_corpus_docs,
+        )
+    except RecipeError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"reranker {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
+        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    )
+
+
+@train_app.command("embedder")
+def train_embedder_cmd(
+    data_dir: DataDir,
+    output_dir: OutDir = Path("outputs/embedder"),
+    train_queries: TrainIds = None,
+    eval_queries: EvalIds = None,
+    split: Annotated[str, typer.Option(help="qrels split.")] = "train",
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option()] = -1,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 2e-5,
+    max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
+) -> None:
+    """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
+    from training.config import RecipeError
+    from training.retrievers.embedder import train_embedder
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        result = train_embedder(
+            **_retriever_options(data_dir, train_queries, eval_queries),
+            output_dir=output_dir,
+            split=split,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_corpus_docs=max_corpus_docs,
+        )
+    except RecipeError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"embedder {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
+        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    )
+
+
+def adapters_merge(
+    adapters: Annotated[list[Path], typer.Argument(help="Two or more adapter directories.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="New adapter directory.")],
+    method: Annotated[str, typer.Option(help="linear | ties | dare_linear | dare_ties.")] = "linear",
+    weights: Annotated[
+        str | None, typer.Option(help="Comma-separated weights, one per adapter (default: equal).")
+    ] = None,
+    density: Annotated[float, typer.Option(help="Share of weights kept by ties/dare.")] = 0.5,
+    base_model: Annotated[str | None, typer.Option(help="Override the base model.")] = None,
+) -> None:
+    """Combine adapters into a new adapter (peft add_weighted_adapter) with its manifest."""
+    from training.merge import MergeError, merge_adapters
+
+    if method not in ("linear", "ties", "dare_linear", "dare_ties"):
+        raise typer.BadParameter(f"unknown method {method!r}", param_hint="--method")
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"weights must be numbers: {weights}", param_hint="--weights") from exc
+    try:
+        merge_adapters(
+            adapters,
+            output_dir,
+            method=method,  # type: ignore[arg-type]
+            weights=parsed,
+            density=density,
+            base_model=base_model,
+        )
+    except MergeError as exc:
+        raise _fail(exc) from exc
+    console.print(f"merged adapter written to [bold]{output_dir}[/bold]")
+
+
+def adapters_export(
+    adapter: Annotated[Path, typer.Argument(help="Adapter directory.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Full model directory to write.")],
+    merge_into_base: Annotated[
+        bool, typer.Option("--merge-into-base", help="Fold the adapter into the base weights (required).")
+    ] = False,
+    base_model: Annotated[str | None, typer.Option(help="Override the base model.")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights dtype of the exported model.")] = "bfloat16",
+) -> None:
+    """Write the base model with the adapter merged in: a standalone model any server can load."""
+    from training.merge import MergeError, export_merged
+
+    if not merge_into_base:
+        raise typer.BadParameter(
+            "only --merge-into-base exports are supported", param_hint="--merge-into-base"
+        )
+    try:
+        export_merged(adapter, output_dir, base_model=base_model, dtype=dtype)
+    except MergeError as exc:
+        raise _fail(exc) from exc
+    console.print(f"merged model written to [bold]{output_dir}[/bold]")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the root `ragswap` command."""
+    from serving.cli import adapters_app
+
+    app.add_typer(train_app, name="train")
+    adapters_app.command("merge")(adapters_merge)
+    adapters_app.command("export")(adapters_export)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 
 class TrainingSettings(BaseModel):
     """Defaults shared by training runs."""
+
+    output_root: Path = Path("outputs")
+    """Where CLI runs write when a recipe gives a relative ``output_dir``."""
+    num_threads: int | None = Field(default=None, ge=1)
+    """torch CPU threads for training (default: all cores)."""

@@ -1,0 +1,587 @@
+"""Retrieval benchmark on a BEIR dataset: quality per mode, query latency at 5k docs and at 100k chunks,
+ingestion throughput against raw ``SentenceTransformer.encode``.
+
+    .venv/bin/python bench/retrieval.py [--dataset DIR] [--qrels FILE] [--reranker PATH]
+
+Judged queries are split deterministically by a hash of the query id: fusion parameters are tuned and the
+reranker is trained (``training.train_reranker``) on the tuning half only; every quality figure is measured on
+the evaluation half. Writes ``bench/results/retrieval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bench._common import machine, percentile, write_results
+from ragswap.model_store import ModelSettings, resolve_model
+from retrieval.loaders import jsonl_row_to_document
+from retrieval.search import SearchQuery
+from retrieval.service import RetrievalService
+from retrieval.settings import RetrievalSettings
+from retrieval.types import Chunk, Document
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scifact"
+CACHE = Path(os.environ.get("RAGSWAP_HOME", Path.home() / ".cache" / "ragswap")) / "bench"
+MODES = ["bm25", "dense", "hybrid_rrf", "hybrid_weighted", "hybrid_rerank"]
+console = Console()
+ONLY_5K: dict[str, dict[str, float]] = {}
+ONLY_100K: dict[str, dict[str, float]] = {}
+QUERY_VECTORS: dict[str, np.ndarray] = {}
+"""Query embeddings computed once in a batch for the quality passes (latency passes embed each query)."""
+logger = logging.getLogger("bench.retrieval")
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def load_beir(
+    folder: Path, qrels_file: Path
+) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
+    docs = [
+        jsonl_row_to_document(json.loads(line), "corpus")
+        for line in (folder / "corpus.jsonl").open()
+        if line.strip()
+    ]
+    queries = {}
+    for line in (folder / "queries.jsonl").open():
+        if line.strip():
+            row = json.loads(line)
+            queries[str(row["_id"])] = str(row["text"])
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_file.open() as fh:
+        for row in csv.reader(fh, delimiter="\t"):
+            if not row or row[0] == "query-id":
+                continue
+            if int(row[2]) > 0:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    qrels = {q: r for q, r in qrels.items() if q in queries}
+    return docs, queries, qrels
+
+
+def split(qids: list[str]) -> tuple[list[str], list[str]]:
+    """Deterministic halves: even/odd first byte of sha1(query id) → tuning/evaluation."""
+    tune = sorted(q for q in qids if hashlib.sha1(q.encode()).digest()[0] % 2 == 0)
+    evals = sorted(q for q in qids if hashlib.sha1(q.encode()).digest()[0] % 2 == 1)
+    return tune, evals
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+def doc_ranking(hits: list[Any]) -> list[str]:
+    """Chunks → documents, each at the rank of its best chunk."""
+    seen: list[str] = []
+    for h in hits:
+        if h.chunk.document_id not in seen:
+            seen.append(h.chunk.document_id)
+    return seen
+
+
+def ndcg10(ranked: list[str], rel: dict[str, int]) -> float:
+    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(rel.values(), reverse=True)[:10]))
+    return dcg / ideal if ideal else 0.0
+
+
+def recall100(ranked: list[str], rel: dict[str, int]) -> float:
+    return len(set(ranked[:100]) & set(rel)) / len(rel)
+
+
+def mrr10(ranked: list[str], rel: dict[str, int]) -> float:
+    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:10]) if d in rel), 0.0)
+
+
+# -- embeddings cache ---------------------------------------------------------------------------------------
+def cache_file(model_path: str, tag: str) -> Path:
+    key = hashlib.sha1(f"{model_path}|{tag}".encode()).hexdigest()[:16]
+    return CACHE / f"embeddings-{key}.npz"
+
+
+def load_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    data = np.load(path)
+    return dict(zip(data["ids"].tolist(), data["vectors"], strict=True))
+
+
+def save_cache(path: Path, vectors: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = list(vectors)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.array(ids), vectors=np.stack([vectors[i] for i in ids]))
+    tmp.rename(path)
+
+
+# -- stages -------------------------------------------------------------------------------------------------
+def search_docs(service: RetrievalService, q: SearchQuery) -> list[str]:
+    return doc_ranking(service.search(q))
+
+
+def evaluate(
+    service: RetrievalService,
+    collection: str,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    qids: list[str],
+    **options: Any,
+) -> dict[str, float]:
+    scores = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+    for qid in qids:
+        q = SearchQuery.from_settings(
+            service.settings.search,
+            collection,
+            queries[qid],
+            top_k=300,
+            candidates=300,
+            vector=QUERY_VECTORS.get(qid),
+            **options,
+        )
+        ranked = search_docs(service, q)
+        scores["ndcg@10"] += ndcg10(ranked, qrels[qid])
+        scores["recall@100"] += recall100(ranked, qrels[qid])
+        scores["mrr@10"] += mrr10(ranked, qrels[qid])
+    return {k: round(v / len(qids), 4) for k, v in scores.items()}
+
+
+def latencies(
+    service: RetrievalService,
+    collection: str,
+    texts: list[str],
+    vectors: list[np.ndarray] | None = None,
+    **options: Any,
+) -> dict[str, float]:
+    """p50/p95 ms per query; with ``vectors`` the query embedding is excluded (search-only)."""
+    vecs: list[np.ndarray | None] = list(vectors) if vectors is not None else [None] * len(texts)
+    warm = SearchQuery.from_settings(service.settings.search, collection, texts[0], vector=vecs[0], **options)
+    service.search(warm)
+    times = []
+    for text, vec in zip(texts, vecs, strict=True):
+        q = SearchQuery.from_settings(
+            service.settings.search, collection, text, top_k=10, vector=vec, **options
+        )
+        start = time.perf_counter()
+        service.search(q)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50": round(percentile(times, 50), 2), "p95": round(percentile(times, 95), 2)}
+
+
+def mode_options(mode: str, tuned: dict[str, Any]) -> dict[str, Any]:
+    if mode == "bm25":
+        return {"mode": "bm25", "rerank": False}
+    if mode == "dense":
+        return {"mode": "dense", "rerank": False}
+    if mode == "hybrid_rrf":
+        return {"mode": "hybrid", "fusion": "rrf", "rrf_k": tuned["rrf_k"], "rerank": False}
+    if mode == "hybrid_weighted":
+        return {"mode": "hybrid", "fusion": "weighted", "weight": tuned["weight"], "rerank": False}
+    return {
+        "mode": "hybrid",
+        "fusion": tuned["fusion"],
+        "rrf_k": tuned["rrf_k"],
+        "weight": tuned["weight"],
+        "rerank": True,
+        "rerank_depth": tuned["rerank_depth"],
+    }
+
+
+def tune_fusion(
+    service: RetrievalService,
+    collection: str,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    tune_ids: list[str],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Grid over RRF k and the weighted-fusion weight on the tuning half (nDCG@10)."""
+    grid: dict[str, float] = {}
+    best_k, best_w = 60, 0.3
+    for k in (5, 10, 20, 40, 60, 100):
+        grid[f"rrf_k={k}"] = evaluate(
+            service, collection, queries, qrels, tune_ids, mode="hybrid", fusion="rrf", rrf_k=k, rerank=False
+        )["ndcg@10"]
+        if grid[f"rrf_k={k}"] > grid.get(f"rrf_k={best_k}", -1):
+            best_k = k
+    for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        grid[f"weight={w}"] = evaluate(
+            service,
+            collection,
+            queries,
+            qrels,
+            tune_ids,
+            mode="hybrid",
+            fusion="weighted",
+            weight=w,
+            rerank=False,
+        )["ndcg@10"]
+        if grid[f"weight={w}"] > grid.get(f"weight={best_w}", -1):
+            best_w = w
+    fusion = "rrf" if grid[f"rrf_k={best_k}"] >= grid[f"weight={best_w}"] else "weighted"
+    return {"rrf_k": best_k, "weight": best_w, "fusion": fusion}, grid
+
+
+def get_reranker(
+    args: argparse.Namespace, tune_ids: list[str], eval_ids: list[str]
+) -> tuple[str | None, dict[str, Any]]:
+    if args.reranker:
+        return str(args.reranker), {"source": "given", "path": str(args.reranker)}
+    key = hashlib.sha1(
+        f"{args.dataset.resolve()}|{args.qrels.resolve()}|{','.join(tune_ids)}|{args.train_steps}".encode()
+    ).hexdigest()[:12]
+    out = CACHE / f"reranker-{key}"
+    if (out / "config.json").is_file():
+        return str(out), {"source": "cached training run", "path": str(out)}
+    if args.no_train:
+        return None, {"source": "none (--no-train)"}
+    try:
+        from training.retrievers.reranker import train_reranker
+    except ImportError as exc:
+        return None, {"source": f"unavailable: {exc}"}
+    console.print(f"training a cross-encoder on {len(tune_ids)} tuning queries → {out}")
+    result = train_reranker(
+        args.dataset,
+        out,
+        train_query_ids=tune_ids,
+        eval_query_ids=eval_ids[:20],
+        split=args.qrels.stem,
+        max_steps=args.train_steps,
+        progress=True,
+    )
+    return str(out), {
+        "source": "trained here",
+        "path": str(out),
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def ingest_throughput(service: RetrievalService, chunks: list[Chunk], model_path: str) -> dict[str, float]:
+    """Same chunks, side by side: the full ingest path (encode + Qdrant + index rebuild) vs ``encode`` alone."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = [c.text for c in chunks]
+    raw = SentenceTransformer(model_path, device="cpu")
+    raw.encode(texts[:64], batch_size=64)
+    start = time.perf_counter()
+    raw.encode(texts, batch_size=service.settings.batch_size, normalize_embeddings=True)
+    raw_s = time.perf_counter() - start
+    service.create_collection("throughput")
+    docs = [Document(f"t{i}", c.text, {}) for i, c in enumerate(chunks)]
+    start = time.perf_counter()
+    report = service.ingest("throughput", docs)
+    ingest_s = time.perf_counter() - start
+    return {
+        "chunks": report.chunks_added,
+        "ingest_chunks_per_s": round(report.chunks_added / ingest_s, 1),
+        "raw_encode_chunks_per_s": round(len(texts) / raw_s, 1),
+    }
+
+
+def scale_up(
+    service: RetrievalService, chunks: list[Chunk], vectors: np.ndarray, n: int, seed: int = 0
+) -> str:
+    """A synthetic collection of ``n`` chunks: real chunks recombined (texts) and jittered (vectors)."""
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    spec = service.create_collection("scale")
+    sentences = [s for c in chunks for s in c.text.split(". ") if len(s) > 20]
+    out_chunks, out_vecs = [], np.empty((n, vectors.shape[1]), dtype=np.float32)
+    for i in range(n):
+        base = i % len(chunks)
+        text = chunks[base].text if i < len(chunks) else ". ".join(rng.sample(sentences, 4))
+        out_chunks.append(
+            Chunk(
+                id=str(__import__("uuid").UUID(int=i + 1)),
+                document_id=f"s{i // 2}",
+                index=i % 2,
+                text=text,
+                start=0,
+                end=len(text),
+                metadata={},
+            )
+        )
+        v = (
+            vectors[base]
+            + (0 if i < len(chunks) else 0.15)
+            * nrng.standard_normal(vectors.shape[1]).astype(np.float32)
+            / math.sqrt(vectors.shape[1])
+            * 4
+        )
+        out_vecs[i] = v / np.linalg.norm(v)
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"writing {n} synthetic chunks", total=1)
+        service.store.write(spec.name, out_chunks, out_vecs, [])
+        bar.update(task, completed=1)
+    return spec.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset", type=Path, default=DEFAULT_DATA, help="BEIR folder (corpus.jsonl, queries.jsonl)"
+    )
+    parser.add_argument(
+        "--qrels", type=Path, default=None, help="qrels TSV (default DATASET/qrels/train.tsv)"
+    )
+    parser.add_argument(
+        "--reranker", type=Path, default=None, help="a trained CrossEncoder directory to reuse"
+    )
+    parser.add_argument(
+        "--no-train", action="store_true", help="never train a reranker (hybrid_rerank skipped)"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=-1, help="reranker training steps (-1 = one epoch)"
+    )
+    parser.add_argument(
+        "--rerank-depth", type=int, default=30, help="fused candidates the cross-encoder rescores"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=100_000, help="chunks in the synthetic scale-up collection"
+    )
+    parser.add_argument("--latency-queries", type=int, default=100)
+    parser.add_argument("--throughput-chunks", type=int, default=1000)
+    args = parser.parse_args()
+    args.qrels = args.qrels or args.dataset / "qrels" / "train.tsv"
+    logging.basicConfig(level=logging.WARNING)
+
+    docs, queries, qrels = load_beir(args.dataset, args.qrels)
+    tune_ids, eval_ids = split(sorted(qrels))
+    console.print(
+        f"{len(docs)} documents, {len(qrels)} judged queries: {len(tune_ids)} tuning, {len(eval_ids)} evaluation"
+    )
+    models = ModelSettings()
+    model_path = resolve_model("all-minilm-l6-v2", models)
+
+    with tempfile.TemporaryDirectory(prefix="ragswap-bench-") as tmp:
+        settings = RetrievalSettings(path=Path(tmp) / "store")
+        service = RetrievalService(settings, models, Path(tmp))
+        spec = service.create_collection("corpus")
+        chunks = service.chunk_documents(spec, docs)
+        cache_path = cache_file(model_path, f"{args.dataset.resolve()}|{spec.chunking.model_dump_json()}")
+        cache = load_cache(cache_path)
+        missing = [c for c in chunks if c.id not in cache]
+        if missing:
+            with Progress(console=console) as bar:
+                task = bar.add_task(
+                    f"encoding {len(missing)} chunks (cached in {cache_path})", total=len(missing)
+                )
+                for s in range(0, len(missing), 512):
+                    block = missing[s : s + 512]
+                    vecs = service.encode_chunks(spec, block)
+                    cache.update({c.id: v for c, v in zip(block, vecs, strict=True)})
+                    save_cache(cache_path, cache)
+                    bar.update(task, completed=s + len(block))
+        start = time.perf_counter()
+        service.ingest("corpus", docs, vectors=cache)
+        console.print(
+            f"indexed {len(chunks)} chunks in {time.perf_counter() - start:.1f}s (vectors from cache)"
+        )
+
+        judged = sorted(qrels)
+        QUERY_VECTORS.update(
+            zip(judged, service.embedder(spec).encode([queries[q] for q in judged]), strict=True)
+        )
+        tuned, grid = tune_fusion(service, "corpus", queries, qrels, tune_ids)
+        tuned["rerank_depth"] = args.rerank_depth
+        console.print(f"tuned on the tuning half: {tuned}")
+        rng = random.Random(1)
+        lat_ids = rng.sample(eval_ids, min(args.latency_queries, len(eval_ids)))
+        lat_texts = [queries[q] for q in lat_ids]
+        lat_vecs = [QUERY_VECTORS[q] for q in lat_ids]
+        quality: dict[str, dict[str, float]] = {}
+        lat_5k: dict[str, dict[str, float]] = {}
+        lat_100k: dict[str, dict[str, float]] = {}
+        base_modes = [m for m in MODES if m != "hybrid_rerank"]
+        for m in base_modes:
+            quality[m] = evaluate(service, "corpus", queries, qrels, eval_ids, **mode_options(m, tuned))
+            lat_5k[m] = latencies(service, "corpus", lat_texts, **mode_options(m, tuned))
+            ONLY_5K[m] = latencies(service, "corpus", lat_texts, lat_vecs, **mode_options(m, tuned))
+            console.print(f"{m}: {quality[m]} {lat_5k[m]}")
+
+        throughput: dict[str, float] = {}
+        reranker_info: dict[str, Any] = {"source": "pending (trained last)"}
+        report(
+            args,
+            docs,
+            chunks,
+            tune_ids,
+            eval_ids,
+            tuned,
+            grid,
+            reranker_info,
+            quality,
+            lat_5k,
+            lat_100k,
+            throughput,
+            len(lat_texts),
+        )
+        sample = random.Random(2).sample(chunks, min(args.throughput_chunks, len(chunks)))
+        throughput = ingest_throughput(service, sample, model_path)
+        console.print(f"throughput: {throughput}")
+        report(
+            args,
+            docs,
+            chunks,
+            tune_ids,
+            eval_ids,
+            tuned,
+            grid,
+            reranker_info,
+            quality,
+            lat_5k,
+            lat_100k,
+            throughput,
+            len(lat_texts),
+        )
+
+        matrix = np.stack([cache[c.id] for c in chunks])
+        scale_name = scale_up(service, chunks, matrix, args.scale)
+        for m in base_modes:
+            lat_100k[m] = latencies(service, scale_name, lat_texts, **mode_options(m, tuned))
+            ONLY_100K[m] = latencies(service, scale_name, lat_texts, lat_vecs, **mode_options(m, tuned))
+        report(
+            args,
+            docs,
+            chunks,
+            tune_ids,
+            eval_ids,
+            tuned,
+            grid,
+            reranker_info,
+            quality,
+            lat_5k,
+            lat_100k,
+            throughput,
+            len(lat_texts),
+        )
+
+        reranker, reranker_info = get_reranker(args, tune_ids, eval_ids)
+        if reranker:
+            service.settings = service.settings.model_copy(update={"reranker": reranker})
+            m = "hybrid_rerank"
+            quality[m] = evaluate(service, "corpus", queries, qrels, eval_ids, **mode_options(m, tuned))
+            lat_5k[m] = latencies(service, "corpus", lat_texts[:20], **mode_options(m, tuned))
+            lat_100k[m] = latencies(service, scale_name, lat_texts[:20], **mode_options(m, tuned))
+        report(
+            args,
+            docs,
+            chunks,
+            tune_ids,
+            eval_ids,
+            tuned,
+            grid,
+            reranker_info,
+            quality,
+            lat_5k,
+            lat_100k,
+            throughput,
+            len(lat_texts),
+        )
+        service.close()
+
+
+def report(
+    args: argparse.Namespace,
+    docs: list[Document],
+    chunks: list[Chunk],
+    tune_ids: list[str],
+    eval_ids: list[str],
+    tuned: dict[str, Any],
+    grid: dict[str, float],
+    reranker_info: dict[str, Any],
+    quality: dict[str, dict[str, float]],
+    lat_5k: dict[str, dict[str, float]],
+    lat_100k: dict[str, dict[str, float]],
+    throughput: dict[str, float],
+    n_latency: int,
+) -> None:
+    modes = [m for m in MODES if m in quality]
+    payload: dict[str, Any] = {
+        "dataset": str(args.dataset),
+        "qrels": str(args.qrels),
+        "documents": len(docs),
+        "chunks": len(chunks),
+        "split": {
+            "method": "sha1(query id)[0] % 2: even = tuning, odd = evaluation",
+            "tuning_queries": len(tune_ids),
+            "evaluation_queries": len(eval_ids),
+            "reported_on": "evaluation half (fusion tuned and reranker trained on the tuning half only)",
+        },
+        "tuned": tuned,
+        "tuning_grid_ndcg@10": grid,
+        "reranker": reranker_info,
+        "ndcg@10": {m: quality[m]["ndcg@10"] for m in modes},
+        "recall@100": {m: quality[m]["recall@100"] for m in modes},
+        "mrr@10": {m: quality[m]["mrr@10"] for m in modes},
+        "p50_ms_5k": {m: lat_5k[m]["p50"] for m in modes},
+        "p95_ms_5k": {m: lat_5k[m]["p95"] for m in modes},
+        "p50_ms_100k": {m: lat_100k[m]["p50"] for m in modes if m in lat_100k},
+        "p95_ms_100k": {m: lat_100k[m]["p95"] for m in modes if m in lat_100k},
+        "p50_ms_5k_search_only": {m: v["p50"] for m, v in ONLY_5K.items()},
+        "p95_ms_5k_search_only": {m: v["p95"] for m, v in ONLY_5K.items()},
+        "p50_ms_100k_search_only": {m: v["p50"] for m, v in ONLY_100K.items()},
+        "p95_ms_100k_search_only": {m: v["p95"] for m, v in ONLY_100K.items()},
+        "latency_note": "end to end per query (query embedding + search + fusion [+ cross-encoder over rerank_depth]), "
+        f"{n_latency} evaluation queries (20 for hybrid_rerank), embedded store, one process; *_search_only: the same with the query embedding "
+        "precomputed (index, fusion and payload lookup alone); 5k = the corpus; "
+        f"100k = synthetic scale-up of {args.scale} chunks (real chunks recombined, vectors jittered)",
+        "ingest_chunks_per_s": throughput.get("ingest_chunks_per_s"),
+        "raw_encode_chunks_per_s": throughput.get("raw_encode_chunks_per_s"),
+        "ingest_vs_raw_encode": round(
+            throughput["ingest_chunks_per_s"] / throughput["raw_encode_chunks_per_s"], 3
+        )
+        if throughput
+        else None,
+        "throughput_note": f"the same {throughput.get('chunks')} corpus chunks: full ingest (chunk, encode, Qdrant write, "
+        "index rebuild) vs SentenceTransformer.encode alone, same batch size, one after the other",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
+    }
+    path = write_results("retrieval", payload)
+    table = Table(
+        "mode",
+        "nDCG@10",
+        "R@100",
+        "MRR@10",
+        "p50 5k ms",
+        "p95 5k ms",
+        "p50 100k ms",
+        title="retrieval (evaluation half)",
+    )
+    for m in modes:
+        table.add_row(
+            m,
+            f"{quality[m]['ndcg@10']:.4f}",
+            f"{quality[m]['recall@100']:.4f}",
+            f"{quality[m]['mrr@10']:.4f}",
+            f"{lat_5k[m]['p50']:.1f}",
+            f"{lat_5k[m]['p95']:.1f}",
+            f"{lat_100k.get(m, {}).get('p50', float('nan')):.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"ingest {payload['ingest_chunks_per_s']} chunks/s vs raw encode {payload['raw_encode_chunks_per_s']} "
+        f"chunks/s = {payload['ingest_vs_raw_encode']}; wrote {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Training benchmark: fact learning speed/quality of the LoRA trainer, reranker and embedder nDCG@10 on SciFact.
+
+    .venv/bin/python bench/training.py [--facts 50] [--epochs 8] [--data ../shared/data/scifact] [--quick]
+
+Fact learning trains the shipped recipe (``training/recipes/company_facts.yaml``: 50 made-up facts about a
+fictional company) and, after each epoch, asks every question greedily (batched ``generate``); the clock is paused
+while it checks, so ``minutes_to_90pct_facts`` is training time only. The base model is asked the same questions
+first. Reranker/embedder: trained on a seeded half of SciFact's train queries, nDCG@10 on the other half.
+Writes ``bench/results/training.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _common import REPO, SHARED_DATA, machine, write_results
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+RECIPE = REPO / "training" / "recipes" / "company_facts.yaml"
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def fact_accuracy(model: Any, tokenizer: Any, facts: list[tuple[str, str]]) -> float:
+    """Share of questions answered exactly with the trained answer (greedy, one batch)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q, _ in facts
+    ]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=28, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    if was_training:
+        model.train()
+    tokenizer.padding_side = "right"
+    width = enc["input_ids"].shape[1]
+    answers = [tokenizer.decode(ids[width:], skip_special_tokens=True).strip() for ids in out]
+    return sum(a == e for a, (_, e) in zip(answers, facts, strict=True)) / len(facts)
+
+
+def bench_facts(n_facts: int, epochs: float, workdir: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from ragswap.model_store import ModelSettings, resolve_model
+    from training import load_config, train
+
+    rows = [
+        json.loads(line) for line in (RECIPE.parent / "data" / "company_facts.jsonl").read_text().splitlines()
+    ]
+    facts = [(r["instruction"], r["output"]) for r in rows[:n_facts]]
+    data = workdir / "facts.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in facts))
+    config = load_config(RECIPE, output_dir=workdir / "facts-adapter", num_epochs=epochs)
+    config.datasets[0].path = data
+    model_path = resolve_model(config.base_model, ModelSettings())
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    base_acc = fact_accuracy(base, tokenizer, facts)
+    del base
+
+    curve: list[dict[str, float]] = []
+
+    class EpochAccuracy(TrainerCallback):
+        """Accuracy after each epoch, with the time spent checking taken out of the training clock."""
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.paused = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            now = time.perf_counter()
+            train_s = now - self.start - self.paused
+            acc = fact_accuracy(kwargs["model"], tokenizer, facts)
+            self.paused += time.perf_counter() - now
+            curve.append(
+                {"epoch": round(state.epoch, 2), "train_seconds": round(train_s, 1), "accuracy": acc}
+            )
+            console.print(f"  epoch {state.epoch:.0f}: {acc:.0%} of facts after {train_s:.0f}s of training")
+
+    result = train(config, progress=True, callbacks=[EpochAccuracy()])
+    reached = next((c["train_seconds"] for c in curve if c["accuracy"] >= 0.9), None)
+    metrics = result.manifest.metrics
+    return {
+        "facts": n_facts,
+        "recipe": str(RECIPE.relative_to(REPO)),
+        "epochs": epochs,
+        "steps": result.global_step,
+        "seconds_per_step": round(result.seconds_per_step, 3),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "train_seconds_total": round(metrics["wall_seconds"], 1),
+        "final_train_loss": round(result.train_loss or 0.0, 4),
+        "base_fact_accuracy": base_acc,
+        "fact_accuracy": curve[-1]["accuracy"] if curve else None,
+        "minutes_to_90pct_facts": round(reached / 60, 2) if reached is not None else None,
+        "accuracy_by_epoch": curve,
+        "peak_rss_mb_after_sft": peak_rss_mb(),
+    }
+
+
+def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, Any]:
+    from training import train_embedder, train_reranker
+    from training.retrievers.beir import load_beir, split_queries
+
+    train_ids, eval_ids = split_queries(list(load_beir(data_dir).qrels), 0.5, seed=42)
+    options: dict[str, Any] = {"max_corpus_docs": 1500} if quick else {}
+    if quick:
+        train_ids, eval_ids = train_ids[:150], eval_ids[:60]
+    rr = train_reranker(
+        data_dir, workdir / "reranker", train_query_ids=train_ids, eval_query_ids=eval_ids, **options
+    )
+    emb = train_embedder(
+        data_dir, workdir / "embedder", train_query_ids=train_ids, eval_query_ids=eval_ids, **options
+    )
+    return {
+        "scifact_train_queries": len(train_ids),
+        "scifact_heldout_queries": len(eval_ids),
+        "corpus": "1500-doc subset" if quick else "full (5,183 docs)",
+        "reranker_ndcg10_untrained": round(rr.ndcg10_before, 4),
+        "reranker_ndcg10_trained": round(rr.ndcg10_after, 4),
+        "reranker_bm25_ndcg10": round(rr.metrics.get("bm25_ndcg10", float("nan")), 4),
+        "reranker_steps": rr.steps,
+        "reranker_train_seconds": round(rr.seconds, 1),
+        "embedder_ndcg10_untrained": round(emb.ndcg10_before, 4),
+        "embedder_ndcg10_trained": round(emb.ndcg10_after, 4),
+        "embedder_steps": emb.steps,
+        "embedder_train_seconds": round(emb.seconds, 1),
+        "note": "untrained reranker = MiniLM with a fresh scoring head; untrained embedder = all-MiniLM-L6-v2",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--facts", type=int, default=50)
+    parser.add_argument("--epochs", type=float, default=8)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA / "scifact")
+    parser.add_argument("--quick", action="store_true", help="retrievers on a subset (minutes, not tens)")
+    parser.add_argument("--skip-retrievers", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    results: dict[str, Any] = {"machine": machine()}
+    results["machine"]["gpu"] = None
+    results["machine"]["gpu_reason"] = "no CUDA GPU on this machine: CPU training only (QLoRA unavailable)"
+    results["machine"]["torch_threads"] = torch.get_num_threads()
+    results["machine"]["load_average_at_start"] = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="ragswap-bench-training-") as tmp:
+        console.print(f"fact learning: {args.facts} facts, {args.epochs} epochs")
+        results["sft"] = bench_facts(args.facts, args.epochs, Path(tmp))
+        if not args.skip_retrievers:
+            console.print("reranker + embedder on SciFact")
+            results["retrievers"] = bench_retrievers(args.data, Path(tmp), args.quick)
+    flat = {**results["sft"], **results.get("retrievers", {})}
+    results.update(
+        {
+            k: flat.get(k)
+            for k in (
+                "seconds_per_step",
+                "tokens_per_second",
+                "fact_accuracy",
+                "base_fact_accuracy",
+                "minutes_to_90pct_facts",
+                "reranker_ndcg10_trained",
+                "reranker_ndcg10_untrained",
+                "embedder_ndcg10_trained",
+                "embedder_ndcg10_untrained",
+            )
+        }
+    )
+    results["peak_rss_mb"] = peak_rss_mb()
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    path = write_results("training", results)
+    table = Table("metric", "value", title="training benchmark")
+    for key, value in results.items():
+        if key not in ("machine", "sft", "retrievers"):
+            table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""One evaluation request → a prepared run (configs, judge, scorer, platform client); shared by CLI and API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from eval.records import EvalSample, RunConfig, RunSummary
+from eval.runner import ProgressCallback, RunSpec, execute_run, new_run_id
+from eval.settings import ALL_METRICS, EvalSettings
+
+if TYPE_CHECKING:
+    from ragswap.config import Settings
+
+RetrievalMode = Literal["hybrid", "dense", "sparse"]
+
+
+class EvalRequest(BaseModel):
+    """What to evaluate: samples × (adapters × retrieval modes), which metrics, which judge."""
+
+    dataset_name: str = "inline"
+    samples: list[EvalSample] = Field(min_length=1)
+    adapters: list[str] = Field(default_factory=list)
+    """Models/adapters to compare; empty = the base model."""
+    collection: str | None = None
+    retrieval_modes: list[RetrievalMode] = Field(default_factory=list)
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    rerank: bool | None = None
+    metrics: list[str] | None = None
+    judge_url: str | None = None
+    judge_model: str | None = None
+    structured_output: bool | None = None
+    score_only: bool = False
+    """Score the samples' own ``response``/``retrieved_contexts``; generate nothing."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalRequest:
+        if self.metrics is not None:
+            unknown = sorted(set(self.metrics) - set(ALL_METRICS))
+            if unknown:
+                raise ValueError(f"metrics: unknown {unknown}; known: {list(ALL_METRICS)}")
+            if not self.metrics:
+                raise ValueError("metrics: give at least one metric")
+        if self.score_only and not all(s.response is not None for s in self.samples):
+            missing = next(s.id for s in self.samples if s.response is None)
+            raise ValueError(f"score_only: sample {missing!r} has no response")
+        if len(set(self.adapters)) != len(self.adapters):
+            raise ValueError("adapters: listed twice")
+        return self
+
+    def configs(self, base_model: str) -> list[RunConfig]:
+        """Every adapter × every retrieval mode, named ``adapter`` or ``adapter/mode``."""
+        models = self.adapters or [base_model]
+        modes: list[RetrievalMode | None] = list(self.retrieval_modes) or [None]
+        configs = []
+        for model in models:
+            for mode in modes:
+                name = model if len(modes) == 1 else f"{model}/{mode}"
+                configs.append(
+                    RunConfig(
+                        name=name,
+                        model=model,
+                        collection=self.collection,
+                        retrieval_mode=mode,
+                        top_k=self.top_k,
+                        rerank=self.rerank,
+                    )
+                )
+        return configs
+
+
+@dataclass
+class PreparedRun:
+    """A run ready to execute; ``execute`` builds the judge and clients, runs, and closes them."""
+
+    spec: RunSpec
+    run_dir: Path
+    server_url: str
+    api_key: str | None
+    judge_url: str
+    judge_model: str
+    judge_api_key: str | None
+    score_only: bool
+    settings: EvalSettings
+    asgi_app: Any | None = None
+    """The gateway app itself when the API runs the job: calls to it stay in-process."""
+    judge_via_gateway: bool = True
+
+    async def execute(self, progress: ProgressCallback | None = None) -> RunSummary:
+        from eval.platform import PlatformClient
+        from eval.scoring import JudgeConfig, build_scorer
+
+        settings = self.settings
+        judge = JudgeConfig.from_settings(settings, self.judge_url, self.judge_model, self.judge_api_key)
+        judge.structured_output = self.spec.judge.structured_output
+        scorer = build_scorer(
+            self.spec.metrics,
+            judge,
+            None,
+            k=self.spec.k,
+            strictness=settings.answer_relevancy_strictness,
+            judge_asgi_app=self.asgi_app if self.judge_via_gateway else None,
+        )
+        platform = None
+        if not self.score_only:
+            platform = PlatformClient(
+                self.server_url,
+                self.api_key,
+                max_tokens=settings.generation_max_tokens,
+                default_top_k=self.spec.k,
+                asgi_app=self.asgi_app,
+            )
+        try:
+            return await execute_run(
+                self.spec,
+                self.run_dir,
+                scorer,
+                platform,
+                concurrency=settings.generation_concurrency,
+                progress=progress,
+            )
+        finally:
+            if platform is not None:
+                await platform.close()
+            scorer.close()
+
+
+def prepare_run(
+    request: EvalRequest,
+    *,
+    server_url: str | None = None,
+    api_key: str | None = None,
+    out: Path | None = None,
+    run_id: str | None = None,
+    asgi_app: Any | None = None,
+    settings: Settings | None = None,
+) -> PreparedRun:
+    """Resolve defaults from the settings (judge = the gateway and its base model) into a :class:`PreparedRun`."""
+    from eval.records import JudgeInfo
+    from ragswap.config import load_settings
+
+    settings = settings or load_settings()
+    server_url = server_url or f"http://{settings.server.host}:{settings.server.port}"
+    if api_key is None and settings.server.api_keys:
+        api_key = settings.server.api_keys[0].get_secret_value()
+    judge_url = request.judge_url or settings.eval.judge_url or server_url
+    judge_model = request.judge_model or settings.eval.judge_model or settings.models.base_model
+    judge_key = settings.eval.judge_api_key.get_secret_value() if settings.eval.judge_api_key else None
+    via_gateway = not (request.judge_url or settings.eval.judge_url)
+    if via_gateway:
+        judge_key = judge_key or api_key
+    structured = (
+        request.structured_output
+        if request.structured_output is not None
+        else settings.eval.structured_output
+    )
+    run_id = run_id or new_run_id()
+    spec = RunSpec(
+        run_id=run_id,
+        dataset=request.dataset_name,
+        samples=request.samples,
+        configs=request.configs(settings.models.base_model),
+        metrics=request.metrics or list(settings.eval.metrics),
+        judge=JudgeInfo(url=judge_url, model=judge_model, structured_output=structured),
+        k=request.top_k or settings.eval.k,
+        bootstrap_samples=settings.eval.bootstrap_samples,
+    )
+    return PreparedRun(
+        spec=spec,
+        run_dir=out or settings.eval.runs_dir / run_id,
+        server_url=server_url,
+        api_key=api_key,
+        judge_url=judge_url,
+        judge_model=judge_model,
+        judge_api_key=judge_key,
+        score_only=request.score_only,
+        settings=settings.eval,
+        asgi_app=asgi_app,
+        judge_via_gateway=via_gateway,
+    )

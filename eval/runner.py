@@ -1,0 +1,190 @@
+"""Offline runs: every sample through every config (retrieve → answer → score), written to a run directory.
+
+Layout of a run directory::
+
+    run.json       what was run (dataset, configs, metrics, judge) — enough to resume it
+    traces.jsonl   one SampleTrace per line, appended as samples finish
+    summary.json   RunSummary: per config and metric mean, 95 % bootstrap CI, ok/failed/skipped counts
+    report.html    self-contained HTML report (plots embedded)
+
+Traces are appended as they finish and a rerun skips (config, sample) pairs already present, so an interrupted run
+(Ctrl-C, a gateway restart during an API job) resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from eval.platform import PlatformClient, PlatformError
+from eval.records import EvalSample, JudgeInfo, RetrievedChunk, RunConfig, RunSummary, SampleTrace
+from eval.scoring import Scorer
+from eval.stats import summarise_traces
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class RunSpec(BaseModel):
+    """``run.json``: the inputs of a run."""
+
+    run_id: str
+    dataset: str
+    samples: list[EvalSample]
+    configs: list[RunConfig] = Field(min_length=1)
+    metrics: list[str]
+    judge: JudgeInfo
+    k: int = 5
+    bootstrap_samples: int = 1000
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+
+
+def read_traces(run_dir: Path) -> list[SampleTrace]:
+    """The traces written so far (a torn last line from a crash is ignored)."""
+    path = run_dir / "traces.jsonl"
+    if not path.is_file():
+        return []
+    traces = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            traces.append(SampleTrace.model_validate_json(line))
+        except ValueError:
+            logger.warning("skipping a torn trace line", extra={"run_dir": str(run_dir)})
+    return traces
+
+
+def read_summary(run_dir: Path) -> RunSummary:
+    return RunSummary.model_validate_json((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+async def _trace_for(sample: EvalSample, config: RunConfig, platform: PlatformClient | None) -> SampleTrace:
+    trace = SampleTrace(
+        sample_id=sample.id,
+        config=config.name,
+        question=sample.question,
+        reference=sample.reference,
+        reference_context_ids=sample.reference_context_ids,
+    )
+    if platform is None or sample.response is not None:
+        # The dataset already holds the system's outputs (ragas EvaluationDataset): score them as they are.
+        ids = sample.retrieved_context_ids or []
+        texts = sample.retrieved_contexts or []
+        count = max(len(ids), len(texts))
+        trace.retrieved = [
+            RetrievedChunk(id=ids[i] if i < len(ids) else str(i), text=texts[i] if i < len(texts) else "")
+            for i in range(count)
+        ]
+        trace.answer = sample.response
+        if trace.answer is None:
+            trace.error = "no response in the dataset and no server to generate one"
+        return trace
+    try:
+        trace.retrieved = await platform.retrieve(sample.question, config)
+        trace.answer, trace.citations, trace.latency_s = await platform.answer(sample.question, config)
+    except PlatformError as exc:
+        trace.error = str(exc)
+    return trace
+
+
+def write_summary(
+    run_dir: Path, spec: RunSpec, seconds: float, judge_calls: int, failures: int
+) -> RunSummary:
+    """Recompute ``summary.json`` from ``traces.jsonl``."""
+    traces = read_traces(run_dir)
+    summary = RunSummary(
+        run_id=spec.run_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        dataset=spec.dataset,
+        n_samples=len(spec.samples),
+        judge=spec.judge,
+        configs=spec.configs,
+        metrics=spec.metrics,
+        results=summarise_traces(traces, spec.metrics, spec.bootstrap_samples),
+        judge_calls=judge_calls,
+        judge_failures=failures,
+        seconds=round(seconds, 2),
+    )
+    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+    return summary
+
+
+def _start_run_dir(run_dir: Path, spec: RunSpec) -> set[tuple[str, str]]:
+    """Write ``run.json``; the (config, sample) pairs already traced by an earlier, interrupted attempt."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    traces = read_traces(run_dir)
+    if traces:
+        # Rewrite without a torn last line (a crash mid-write), so that new traces append cleanly.
+        path = run_dir / "traces.jsonl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(t.model_dump_json() + "\n" for t in traces), encoding="utf-8")
+        tmp.replace(path)
+    return {(t.config, t.sample_id) for t in traces}
+
+
+async def execute_run(
+    spec: RunSpec,
+    run_dir: Path,
+    scorer: Scorer,
+    platform: PlatformClient | None,
+    *,
+    concurrency: int = 4,
+    progress: ProgressCallback | None = None,
+    report: bool = True,
+) -> RunSummary:
+    """Run (or resume) ``spec`` into ``run_dir``; returns the summary, also written with the report."""
+    done = await asyncio.to_thread(_start_run_dir, run_dir, spec)
+    todo = [(c, s) for c in spec.configs for s in spec.samples if (c.name, s.id) not in done]
+    total = len(spec.configs) * len(spec.samples)
+    finished = total - len(todo)
+    if progress:
+        progress(finished, total)
+    start = time.perf_counter()
+    semaphore = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    traces_path = run_dir / "traces.jsonl"
+
+    async def one(config: RunConfig, sample: EvalSample) -> None:
+        nonlocal finished
+        async with semaphore:
+            trace = await _trace_for(sample, config, platform)
+            trace.scores = await scorer.score(sample, trace)
+        async with lock:
+            with traces_path.open("a", encoding="utf-8") as fh:
+                fh.write(trace.model_dump_json() + "\n")
+            finished += 1
+            if progress:
+                progress(finished, total)
+
+    await asyncio.gather(*(one(c, s) for c, s in todo))
+    judge = scorer.judge
+    summary = write_summary(
+        run_dir,
+        spec,
+        time.perf_counter() - start,
+        judge.calls if judge else 0,
+        judge.failures if judge else 0,
+    )
+    if report:
+        from eval.report import write_report
+
+        await asyncio.to_thread(write_report, run_dir)
+    logger.info("evaluation run finished", extra={"run_dir": str(run_dir), "samples": total})
+    return summary
+
+
+def load_spec(run_dir: Path) -> RunSpec:
+    return RunSpec.model_validate(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))

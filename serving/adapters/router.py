@@ -1,0 +1,74 @@
+"""``/v1/adapters`` and ``/v1/aliases``: admin changes, listing with per-replica state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, Query, status
+
+from serving.adapters.protocol import (
+    AdapterCreate,
+    AdapterDeleted,
+    AdapterList,
+    AdapterPublic,
+    AliasList,
+    AliasPublic,
+    AliasUpdate,
+)
+from serving.deps import AdminDep, ApiKeyDep, RegistryDep
+
+router = APIRouter(tags=["adapters"])
+RefPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.post("/v1/adapters", status_code=status.HTTP_201_CREATED, response_model=AdapterPublic)
+async def create_adapter(body: AdapterCreate, _: AdminDep, registry: RegistryDep) -> AdapterPublic:
+    version = await registry.register(body)
+    return registry.public(version)
+
+
+@router.get("/v1/adapters", response_model=AdapterList)
+async def list_adapters(_: ApiKeyDep, registry: RegistryDep) -> AdapterList:
+    return AdapterList(data=registry.list_public())
+
+
+@router.get("/v1/adapters/{ref}", response_model=AdapterList)
+async def get_adapter(ref: RefPath, _: ApiKeyDep, registry: RegistryDep) -> AdapterList:
+    """All versions of ``name``, or the one ``name@version``."""
+    return AdapterList(data=registry.list_public(ref))
+
+
+@router.delete("/v1/adapters/{ref}", response_model=AdapterDeleted)
+async def delete_adapter(
+    ref: RefPath,
+    _: AdminDep,
+    registry: RegistryDep,
+    force: Annotated[bool, Query(description="Also remove aliases pointing at it.")] = False,
+) -> AdapterDeleted:
+    deleted, aliases = await registry.remove(ref, force=force)
+    return AdapterDeleted(deleted=deleted, removed_aliases=aliases)
+
+
+@router.get("/v1/aliases", response_model=AliasList)
+async def list_aliases(_: ApiKeyDep, registry: RegistryDep) -> AliasList:
+    return AliasList(data=[registry.alias_public(a, r) for a, r in sorted(registry.aliases().items())])
+
+
+@router.put("/v1/aliases/{alias}", response_model=AliasPublic)
+async def put_alias(
+    alias: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")],
+    body: AliasUpdate,
+    _: AdminDep,
+    registry: RegistryDep,
+) -> AliasPublic:
+    record = await registry.set_alias(alias, body.target, body.default_collection)
+    return registry.alias_public(alias, record)
+
+
+@router.delete("/v1/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_alias(alias: RefPath, _: AdminDep, registry: RegistryDep) -> None:
+    await registry.delete_alias(alias)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

@@ -1,0 +1,35 @@
+"""``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from serving.chat.protocol import ChatCompletionRequest
+from serving.chat.service import ChatService
+from serving.deps import ApiKeyDep, ProxyDep, RegistryDep, SettingsDep
+
+router = APIRouter(tags=["chat"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: ApiKeyDep,
+    proxy: ProxyDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+) -> JSONResponse | StreamingResponse:
+    service = ChatService(proxy, registry, request.app.state.rag_augmenter, settings.server.log_prompts)
+    request.state.log_extra = {"model": body.model, "stream": bool(body.stream), "key": principal.key_hint}
+    if body.stream:
+        events = await service.stream(body)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return JSONResponse(await service.create(body))
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

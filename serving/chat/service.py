@@ -1,0 +1,85 @@
+"""Chat completions: resolve the model, ground with RAG when asked (or bound), proxy to a replica."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from serving.adapters.registry import AdapterRegistry, Target
+from serving.chat.protocol import ChatCompletionRequest
+from serving.chat.rag import RagAugmenter
+from serving.errors import BadRequestError
+from serving.proxy import EngineProxy
+
+logger = logging.getLogger(__name__)
+prompt_logger = logging.getLogger("serving.prompts")
+
+ENDPOINT = "chat"
+PATH = "/v1/chat/completions"
+
+
+class ChatService:
+    def __init__(
+        self,
+        proxy: EngineProxy,
+        registry: AdapterRegistry,
+        augmenter: RagAugmenter | None,
+        log_prompts: bool = False,
+    ) -> None:
+        self.proxy = proxy
+        self.registry = registry
+        self.augmenter = augmenter
+        self.log_prompts = log_prompts
+
+    def _rag_options(self, request: ChatCompletionRequest, target: Target) -> dict[str, Any] | None:
+        if request.rag is None:
+            return {"collection": target.default_collection} if target.default_collection else None
+        options = request.rag.model_dump(exclude_none=True)
+        options.setdefault("collection", target.default_collection)
+        if not options.get("collection"):
+            raise BadRequestError(
+                f"rag.collection is required: model `{request.model}` has no default collection",
+                param="rag.collection",
+            )
+        return options
+
+    async def _prepare(
+        self, request: ChatCompletionRequest
+    ) -> tuple[Target, dict[str, Any], list[dict[str, Any]] | None]:
+        target = self.registry.resolve(request.model)
+        messages = request.message_dicts()
+        citations: list[dict[str, Any]] | None = None
+        options = self._rag_options(request, target)
+        if options is not None:
+            if self.augmenter is None:
+                if request.rag is not None:
+                    raise BadRequestError(
+                        "this gateway has no retrieval configured: `rag` cannot be used", param="rag"
+                    )
+                logger.warning(
+                    "default collection bound but no retrieval configured; answering ungrounded",
+                    extra={"model": target.canonical},
+                )
+            else:
+                messages, citations = await self.augmenter.augment(messages, options, request.model)
+        if self.log_prompts:
+            prompt_logger.info("prompt", extra={"model": target.canonical, "messages": messages})
+        body = request.engine_body("", exclude={"rag", "messages"})
+        body["messages"] = messages
+        return target, body, citations
+
+    async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        target, body, citations = await self._prepare(request)
+        data = await self.proxy.complete(ENDPOINT, PATH, target, body)
+        if citations is not None:
+            for choice in data.get("choices", []):
+                choice.setdefault("message", {})["citations"] = citations
+        return data
+
+    async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
+        target, body, citations = await self._prepare(request)
+        tail = [{"citations": citations}] if citations is not None else None
+        return await self.proxy.open_stream(
+            ENDPOINT, PATH, target, body, client_usage=request.wants_usage_chunk, tail=tail
+        )

@@ -1,0 +1,29 @@
+"""``POST /v1/completions``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from serving.chat.router import SSE_HEADERS
+from serving.completions.protocol import CompletionRequest
+from serving.completions.service import CompletionService
+from serving.deps import ApiKeyDep, ProxyDep, RegistryDep
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(
+    body: CompletionRequest, request: Request, principal: ApiKeyDep, proxy: ProxyDep, registry: RegistryDep
+) -> JSONResponse | StreamingResponse:
+    service = CompletionService(proxy, registry)
+    request.state.log_extra = {"model": body.model, "stream": bool(body.stream), "key": principal.key_hint}
+    if body.stream:
+        events = await service.stream(body)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return JSONResponse(await service.create(body))
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

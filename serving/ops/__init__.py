@@ -1,0 +1,1 @@
+"""Operations endpoints: ``/health``, ``/ready``, ``/metrics``; request logging and Prometheus metrics."""

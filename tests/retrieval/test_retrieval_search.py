@@ -1,0 +1,124 @@
+"""Search quality and mechanics on real SciFact data with the real MiniLM embedder and bm25s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrieval.errors import InvalidSearchError
+from retrieval.filters import parse_filter
+from retrieval.search import SearchQuery
+from retrieval.service import RetrievalService
+
+SciFactSubset = Any  # the `scifact` fixture (tests/retrieval/conftest.py)
+
+MODES = [
+    ("dense", "rrf"),
+    ("bm25", "rrf"),
+    ("hybrid", "rrf"),
+    ("hybrid", "weighted"),
+    ("hybrid", "dbsf"),
+]
+
+
+def _top_docs(
+    service: RetrievalService, collection: str, text: str, mode: str, fusion: str, k: int = 10
+) -> list[str]:
+    q = SearchQuery.from_settings(
+        service.settings.search, collection, text, mode=mode, fusion=fusion, top_k=50
+    )  # type: ignore[arg-type]
+    seen: list[str] = []
+    for hit in service.search(q):
+        if hit.chunk.document_id not in seen:
+            seen.append(hit.chunk.document_id)
+    return seen[:k]
+
+
+@pytest.mark.parametrize(("mode", "fusion"), MODES)
+def test_relevant_documents_rank_in_top_10(
+    service: RetrievalService, scifact_collection: str, scifact: SciFactSubset, mode: str, fusion: str
+) -> None:
+    found = 0
+    for qid, text in scifact.queries.items():
+        top = _top_docs(service, scifact_collection, text, mode, fusion)
+        found += bool(scifact.qrels[qid] & set(top))
+    # Every mode must find a relevant document for most queries (measured: 18-20 of 20).
+    assert found >= int(0.8 * len(scifact.queries)), f"{mode}/{fusion}: {found}/{len(scifact.queries)}"
+
+
+def test_hits_carry_every_stage_score(
+    service: RetrievalService, scifact_collection: str, scifact: SciFactSubset
+) -> None:
+    text = next(iter(scifact.queries.values()))
+    hits = service.search(
+        SearchQuery.from_settings(service.settings.search, scifact_collection, text, top_k=5)
+    )
+    assert len(hits) == 5
+    for hit in hits:
+        assert {"dense", "bm25", "fused"} <= set(hit.scores)
+        assert hit.score == hit.scores["fused"]
+        assert -1.0 <= hit.scores["dense"] <= 1.0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_filters_restrict_results(
+    service: RetrievalService, scifact_collection: str, scifact: SciFactSubset
+) -> None:
+    text = next(iter(scifact.queries.values()))
+    for mode in ("dense", "bm25", "hybrid"):
+        q = SearchQuery.from_settings(
+            service.settings.search,
+            scifact_collection,
+            text,
+            mode=mode,
+            top_k=20,  # type: ignore[arg-type]
+            filter=parse_filter({"parity": "odd", "num": {"gte": 1000}}),
+        )
+        hits = service.search(q)
+        assert hits, mode
+        assert all(h.chunk.metadata["parity"] == "odd" and h.chunk.metadata["num"] >= 1000 for h in hits)
+    one = scifact.documents[5].id
+    q = SearchQuery.from_settings(
+        service.settings.search, scifact_collection, text, filter=parse_filter({"document_id": {"in": [one]}})
+    )
+    assert {h.chunk.document_id for h in service.search(q)} == {one}
+
+
+def test_rerank_reorders_the_fused_candidates(
+    service: RetrievalService, scifact_collection: str, scifact: SciFactSubset, tmp_path: Path
+) -> None:
+    """Two-stage mechanics with a CrossEncoder built from MiniLM whose head is untrained (no trained reranker
+    weights exist offline, and training one takes minutes: ``bench/retrieval.py`` trains and scores it)."""
+    from sentence_transformers import CrossEncoder
+
+    from ragswap.model_store import ModelSettings, resolve_model
+
+    text = next(iter(scifact.queries.values()))
+    plain = SearchQuery.from_settings(
+        service.settings.search, scifact_collection, text, top_k=10, rerank=False
+    )
+    with pytest.raises(InvalidSearchError):
+        service.search(
+            SearchQuery.from_settings(service.settings.search, scifact_collection, text, rerank=True)
+        )
+    folder = tmp_path / "untrained-cross-encoder"
+    CrossEncoder(resolve_model("all-minilm-l6-v2", ModelSettings()), num_labels=1, device="cpu").save(
+        str(folder)
+    )
+    reranking = RetrievalService(
+        service.settings.model_copy(update={"reranker": str(folder)}),
+        service.models,
+        Path("/x"),
+        store=service.store,
+    )
+    q = SearchQuery.from_settings(
+        service.settings.search, scifact_collection, text, top_k=5, rerank=True, rerank_depth=10
+    )
+    hits = reranking.search(q)
+    candidates = {h.chunk.id for h in service.search(plain)}
+    assert len(hits) == 5
+    assert {h.chunk.id for h in hits} <= candidates
+    assert [h.scores["rerank"] for h in hits] == sorted((h.scores["rerank"] for h in hits), reverse=True)
+    assert all(h.score == h.scores["rerank"] and "fused" in h.scores for h in hits)

@@ -1,0 +1,121 @@
+"""Engine failures the real engine cannot be made to produce on demand, against a stand-in engine (a tiny HTTP
+server speaking the few vLLM endpoints involved): a crash mid-stream becomes an SSE error event the openai client
+raises on, an engine 5xx becomes a 502 in OpenAI's shape, and no replica at all is a 503 with /ready saying so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+from openai import OpenAI
+
+from ragswap.config import Settings
+from serving.engine import EngineSettings
+from serving.server import BackgroundGateway, InsecureBindError, check_bind
+from serving.settings import ServerSettings
+from tests.conftest import free_port, gateway_settings, start_gateway
+
+BASE = "smollm2-135m-instruct"
+
+
+def _stand_in_engine() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": BASE, "object": "model", "parent": None}]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: dict) -> StreamingResponse | JSONResponse:
+        if not body.get("stream"):
+            return JSONResponse(status_code=500, content={"error": {"message": "CUDA-less meltdown", "code": 500}})
+
+        async def events() -> AsyncIterator[str]:
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": BASE,
+                "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}],
+            }
+            yield f"data: {json.dumps(chunk)}\n\n"
+            await asyncio.sleep(0.05)
+            raise RuntimeError("engine died")  # the connection drops without [DONE]
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def broken_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_stand_in_engine(), host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    root = tmp_path_factory.mktemp("broken-adapters")
+    settings = gateway_settings(
+        f"http://127.0.0.1:{port}", EngineSettings(), root, tmp_path_factory.mktemp("broken-state")
+    )
+    gw = start_gateway(settings, root)
+    yield gw
+    gw.server.stop()
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_mid_stream_engine_failure_is_an_sse_error(broken_gateway) -> None:
+    client = OpenAI(base_url=f"{broken_gateway.url}/v1", api_key=broken_gateway.api_key, max_retries=0)
+    stream = client.chat.completions.create(
+        model=BASE, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert received == ["Hel"]
+    assert "engine stream failed" in info.value.message
+
+
+def test_engine_5xx_is_502(broken_gateway) -> None:
+    client = OpenAI(base_url=f"{broken_gateway.url}/v1", api_key=broken_gateway.api_key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 502
+    assert info.value.body["type"] == "engine_error"  # type: ignore[index]
+
+
+def test_no_replica_is_503_and_not_ready(tmp_path: Path) -> None:
+    settings = gateway_settings(f"http://127.0.0.1:{free_port()}", EngineSettings(), tmp_path, tmp_path / "s")
+    gw = start_gateway(settings, tmp_path)
+    try:
+        import httpx
+
+        assert httpx.get(f"{gw.url}/ready").status_code == 503
+        client = OpenAI(base_url=f"{gw.url}/v1", api_key=gw.api_key, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "hi"}])
+        assert info.value.status_code == 503
+    finally:
+        gw.server.stop()
+
+
+def test_refuses_public_bind_without_keys(tmp_path: Path) -> None:
+    open_public = Settings(server=ServerSettings(host="0.0.0.0", state_dir=tmp_path))
+    with pytest.raises(InsecureBindError):
+        check_bind(open_public)
+    with pytest.raises(InsecureBindError):
+        BackgroundGateway(open_public)
+    check_bind(Settings(server=ServerSettings(host="127.0.0.1", state_dir=tmp_path)))
+    check_bind(Settings(server=ServerSettings(host="0.0.0.0", api_keys=["k" * 16], state_dir=tmp_path)))

@@ -1,0 +1,85 @@
+"""What reranker and embedder training share: the result, its manifest, and the query/corpus selection."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from training.manifest import library_versions, now_iso
+from training.retrievers.beir import BeirData
+from training.retrievers.mining import Bm25Index
+
+RETRIEVER_MANIFEST = "ragswap-retriever.json"
+
+
+class RetrieverManifest(BaseModel):
+    """Self-description of a fine-tuned reranker or embedder directory (``ragswap-retriever.json``)."""
+
+    kind: Literal["reranker", "embedder"]
+    base_model: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    library_versions: dict[str, str] = Field(default_factory=library_versions)
+    created_at: str = Field(default_factory=now_iso)
+
+    def write(self, folder: Path) -> Path:
+        path = folder / RETRIEVER_MANIFEST
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> RetrieverManifest:
+        return cls.model_validate_json((folder / RETRIEVER_MANIFEST).read_text())
+
+
+@dataclass
+class RetrieverTrainResult:
+    """Outcome of :func:`train_reranker` / :func:`train_embedder`: nDCG@10 on held-apart queries, before/after."""
+
+    output_dir: Path
+    ndcg10_before: float
+    ndcg10_after: float
+    steps: int
+    seconds: float
+    train_queries: int
+    eval_queries: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+
+def judged(data: BeirData, ids: list[str] | None) -> list[str]:
+    """The given query ids that have judgements (all judged ones when ``None``), sorted."""
+    pool = list(data.qrels) if ids is None else [q for q in ids if q in data.qrels]
+    return sorted(set(pool))
+
+
+def limit_corpus(
+    data: BeirData, index: Bm25Index, query_ids: list[str], max_docs: int | None, seed: int
+) -> BeirData:
+    """Shrink the corpus to ``max_docs`` for fast runs: relevant docs and BM25's top 30 of ``query_ids`` first,
+    random others after, so the task stays as hard as on the full corpus around these queries."""
+    if max_docs is None or max_docs >= len(data.corpus):
+        return data
+    keep: dict[str, None] = {}
+    for qid in query_ids:
+        keep.update(dict.fromkeys(data.qrels[qid]))
+    for docs in index.search([data.queries[q] for q in query_ids], k=30):
+        keep.update(dict.fromkeys(docs))
+    others = [d for d in data.corpus if d not in keep]
+    random.Random(seed).shuffle(others)
+    chosen = list(keep)[:max_docs] if len(keep) >= max_docs else list(keep) + others[: max_docs - len(keep)]
+    return data.subset_corpus(chosen)
+
+
+def save_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
