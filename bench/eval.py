@@ -7,6 +7,7 @@ SmolLM2-135M-Instruct on vLLM (started here with ``serving.engine.EngineProcess`
 cache is off, so every call is made.
 
 ``judge_failure_rate_*`` = judge calls that produced no valid output after all retries / judge calls.
+``judge_parse_failure_rate_*`` counts only unusable output (not timeouts or HTTP errors);
 ``first_attempt_failure_rate_*`` counts failures before retries. ``metric_failure_rate_*`` = (sample, metric)
 pairs that could not be scored / pairs.
 
@@ -109,6 +110,7 @@ async def score_all(
         "judge_calls": calls,
         "judge_failures": scorer.judge.failures,
         "judge_failure_rate": round(scorer.judge.failures / calls, 4) if calls else None,
+        "judge_parse_failure_rate": round(scorer.judge.parse_failures / calls, 4) if calls else None,
         "first_attempt_failure_rate": round(scorer.judge.first_attempt_failures / calls, 4)
         if calls
         else None,
@@ -125,6 +127,12 @@ def main() -> None:
         "--judge-url", default=None, help="Existing OpenAI-compatible judge (default: start one)."
     )
     parser.add_argument("--judge-model", default=BASE)
+    parser.add_argument(
+        "--judge-timeout",
+        type=float,
+        default=600.0,
+        help="Per request; generous because a shared CPU is slow.",
+    )
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "scifact")
     args = parser.parse_args()
     console = Console()
@@ -154,6 +162,7 @@ def main() -> None:
                 structured_output=structured,
                 max_retries=defaults.judge_max_retries,
                 max_tokens=defaults.judge_max_tokens,
+                timeout_s=args.judge_timeout,
                 concurrency=defaults.judge_concurrency,
                 cache_dir=None,
                 max_items=defaults.judge_max_items,
@@ -176,6 +185,7 @@ def main() -> None:
             "max_retries": defaults.judge_max_retries,
             "max_tokens": defaults.judge_max_tokens,
             "concurrency": defaults.judge_concurrency,
+            "timeout_s": args.judge_timeout,
             "max_items": defaults.judge_max_items,
             "max_chars": defaults.judge_max_chars,
             "few_shot": list(defaults.judge_few_shot),
@@ -184,6 +194,9 @@ def main() -> None:
         "samples_per_minute_unstructured": runs["unstructured"]["samples_per_minute"],
         "judge_failure_rate_structured": runs["structured"]["judge_failure_rate"],
         "judge_failure_rate_unstructured": runs["unstructured"]["judge_failure_rate"],
+        "judge_parse_failure_rate_structured": runs["structured"]["judge_parse_failure_rate"],
+        "judge_parse_failure_rate_unstructured": runs["unstructured"]["judge_parse_failure_rate"],
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "runs": runs,
     }
     path = write_results("eval", payload)

@@ -127,6 +127,9 @@ class JudgeLLM(InstructorBaseRagasLLM):
         self._semaphore = asyncio.Semaphore(concurrency)
         self.calls = 0
         self.failures = 0
+        """Calls that gave no valid output after every retry; of those, ``parse_failures`` returned unusable
+        text (the rest are HTTP errors and timeouts)."""
+        self.parse_failures = 0
         self.first_attempt_failures = 0
 
     def generate(self, prompt: str, response_model: type[T]) -> T:
@@ -219,5 +222,7 @@ class JudgeLLM(InstructorBaseRagasLLM):
             return parsed
         record.error = error
         self.failures += 1
+        if error.startswith("judge output"):
+            self.parse_failures += 1
         logger.debug("judge failed", extra={"schema": schema_name, "error": error})
         raise JudgeError(error)

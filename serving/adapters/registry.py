@@ -303,7 +303,9 @@ class AdapterRegistry:
         """Validate, load on every replica, then persist; 4xx and an unchanged registry on any failure."""
         name = request.name
         if not self.settings.engine.enable_lora:
-            raise ConflictError("the engines run with LoRA disabled (engine.enable_lora=false)", code="lora_disabled")
+            raise ConflictError(
+                "the engines run with LoRA disabled (engine.enable_lora=false)", code="lora_disabled"
+            )
         if name == self.base_name or name in self._data.aliases:
             raise ConflictError(f"`{name}` is already a model or alias name", param="name", code="name_taken")
         self._check_alias_names(request.aliases, name)

@@ -106,9 +106,23 @@ def test_collection_lifecycle_and_search(client: TestClient) -> None:
     r = client.post(
         "/v1/collections/kb/documents",
         files=[("file", ("notes.md", NOTES.encode(), "text/markdown"))],
+        data={"metadata": json.dumps({"team": "geo"})},
         headers=ADMIN,
     )
     assert r.json()["chunks_added"] == 0 and r.json()["chunks_unchanged"] >= 2  # idempotent
+    r = client.post(
+        "/v1/collections/kb/documents",
+        files=[("file", ("notes.md", NOTES.encode(), "text/markdown"))],
+        data={"metadata": json.dumps({"team": "hydro"})},
+        headers=ADMIN,
+    )
+    assert r.json()["chunks_added"] == r.json()["chunks_removed"] >= 2  # metadata changed: chunks rewritten
+    r = client.post(
+        "/v1/retrieve",
+        json={"collection": "kb", "query": "glaciers", "filter": {"team": "hydro"}},
+        headers=USER,
+    )
+    assert {d["document_id"] for d in r.json()["data"]} == {"notes.md"}
 
     info = client.get("/v1/collections/kb", headers=USER).json()
     assert (info["documents"], info["object"]) == (4, "collection")

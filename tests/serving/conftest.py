@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import pytest
 
-pytestmark = pytest.mark.engine
-
 
 @dataclass
 class _RunningEngine:

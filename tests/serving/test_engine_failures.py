@@ -34,10 +34,16 @@ def _stand_in_engine() -> FastAPI:
     async def models() -> dict:
         return {"object": "list", "data": [{"id": BASE, "object": "model", "parent": None}]}
 
+    @app.post("/v1/load_lora_adapter")
+    async def load(body: dict) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": {"message": "stand-in refuses adapters"}})
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: dict) -> StreamingResponse | JSONResponse:
         if not body.get("stream"):
-            return JSONResponse(status_code=500, content={"error": {"message": "CUDA-less meltdown", "code": 500}})
+            return JSONResponse(
+                status_code=500, content={"error": {"message": "CUDA-less meltdown", "code": 500}}
+            )
 
         async def events() -> AsyncIterator[str]:
             chunk = {
@@ -57,22 +63,25 @@ def _stand_in_engine() -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def broken_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def stand_in_url() -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(_stand_in_engine(), host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def broken_gateway(stand_in_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     root = tmp_path_factory.mktemp("broken-adapters")
-    settings = gateway_settings(
-        f"http://127.0.0.1:{port}", EngineSettings(), root, tmp_path_factory.mktemp("broken-state")
-    )
+    settings = gateway_settings(stand_in_url, EngineSettings(), root, tmp_path_factory.mktemp("broken-state"))
     gw = start_gateway(settings, root)
     yield gw
     gw.server.stop()
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_mid_stream_engine_failure_is_an_sse_error(broken_gateway) -> None:
@@ -119,3 +128,27 @@ def test_refuses_public_bind_without_keys(tmp_path: Path) -> None:
         BackgroundGateway(open_public)
     check_bind(Settings(server=ServerSettings(host="127.0.0.1", state_dir=tmp_path)))
     check_bind(Settings(server=ServerSettings(host="0.0.0.0", api_keys=["k" * 16], state_dir=tmp_path)))
+
+
+@pytest.mark.engine
+def test_failed_load_rolls_back_other_replicas(
+    engine, engine_settings, lora_adapters, adapter_root: Path, stand_in_url: str, tmp_path: Path
+) -> None:
+    """Two replicas, the real engine and one that refuses adapters: registration fails with the refusal, the
+    real engine does not keep the adapter, the registry stays empty."""
+    import httpx
+
+    settings = gateway_settings(engine.url, engine_settings, adapter_root, tmp_path / "state")
+    settings.engine.urls = [engine.url, stand_in_url]
+    gw = start_gateway(settings, adapter_root)
+    try:
+        with httpx.Client(base_url=gw.url, headers=gw.headers(admin=True), timeout=120) as admin:
+            resp = admin.post("/v1/adapters", json={"name": "rb-alpha", "path": str(lora_adapters["alpha"])})
+            assert resp.status_code == 400, resp.text
+            assert "stand-in refuses adapters" in resp.json()["error"]["message"]
+            assert admin.get("/v1/adapters").json()["data"] == []
+        engine_models = {m["id"] for m in httpx.get(f"{engine.url}/v1/models").json()["data"]}
+        assert "rb-alpha@1" not in engine_models
+        assert not (tmp_path / "state" / "adapters.json").exists()
+    finally:
+        gw.server.stop()

@@ -51,12 +51,15 @@ def client(gateway) -> OpenAI:
 
 
 def test_rag_without_augmenter_is_400(gateway, client: OpenAI) -> None:
-    if gateway.app.state.rag_augmenter is not None:
-        pytest.skip("retrieval is configured on this gateway")
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model=BASE, messages=QUESTION, extra_body={"rag": {"collection": "docs"}}
-        )
+    previous = gateway.app.state.rag_augmenter
+    gateway.app.state.rag_augmenter = None  # a gateway without retrieval configured
+    try:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model=BASE, messages=QUESTION, extra_body={"rag": {"collection": "docs"}}
+            )
+    finally:
+        gateway.app.state.rag_augmenter = previous
     assert info.value.body["param"] == "rag"  # type: ignore[index]
 
 

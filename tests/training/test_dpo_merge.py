@@ -12,7 +12,8 @@ from tests.training.conftest import RECIPES, accuracy, ask_all
 from training import load_config, merge_adapters, register_adapter, train
 from training.merge import export_merged
 
-pytestmark = pytest.mark.engine
+# The first test here trains the session's fact adapter and may start the engine: allow for a busy machine.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")

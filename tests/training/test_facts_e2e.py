@@ -14,7 +14,8 @@ from tests.conftest import BASE_MODEL
 from tests.training.conftest import accuracy, ask_all
 from training import RegisterError, register_adapter
 
-pytestmark = pytest.mark.engine
+# The first test here trains the session's fact adapter and may start the engine: allow for a busy machine.
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 
 def test_trained_adapter_describes_itself(facts_adapter: Path, base_model_path: Path) -> None:
