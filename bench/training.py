@@ -159,7 +159,7 @@ def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", type=int, default=50)
-    parser.add_argument("--epochs", type=float, default=8)
+    parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "scifact")
     parser.add_argument("--quick", action="store_true", help="retrievers on a subset (minutes, not tens)")
     parser.add_argument("--skip-retrievers", action="store_true")

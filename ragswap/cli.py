@@ -135,3 +135,7 @@ for package_cli in (serving.cli, training.cli, retrieval.cli, eval.cli):
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

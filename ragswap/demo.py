@@ -1,42 +1,205 @@
-"""``ragswap demo``: the user-facing flow on the embedded default, one step after another."""
+"""``ragswap demo``: the whole flow a user cares about, on the embedded default, with the commands a user types.
+
+1. prepare the offline models;
+2. ``ragswap serve``: the gateway plus one embedded vLLM engine (CPU build, multi-LoRA on);
+3. ask the base model about a fictional company (it cannot know);
+4. ``ragswap train RECIPE --register URL``: train a LoRA on the company's facts and hot-load it, no restart;
+5. ask the adapter the same kind of question through the official ``openai`` client;
+6. ingest the company handbook into a collection and ask a RAG question with citations through the adapter;
+7. ``ragswap eval run``: score the adapter against the base model with RAGAS and write an HTML report.
+
+Everything lives under ``$RAGSWAP_HOME/demo`` and is rebuilt on each run.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
 import time
+from importlib import resources
+from pathlib import Path
 
+import httpx
 from openai import OpenAI
 from rich.console import Console
+from rich.panel import Panel
 
 from ragswap.config import Settings
-from ragswap.model_store import prepare_models, resolve_model
-from serving.engine import EngineProcess
+from ragswap.model_store import prepare_models
+from ragswap.settings_base import ragswap_home
+
+ADAPTER = "quillfeather"
+COLLECTION = "handbook"
+FACT_QUESTION = "Who founded Quillfeather Robotics?"
+RAG_QUESTION = "How long does the Heron-7 run on one charge?"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ragswap(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ragswap.cli", *args]
+
+
+def _demo_env(work: Path, port: int, admin_key: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RAGSWAP_SERVER__PORT": str(port),
+            "RAGSWAP_SERVER__API_KEYS": json.dumps([admin_key]),
+            "RAGSWAP_SERVER__ADMIN_KEYS": json.dumps([admin_key]),
+            "RAGSWAP_SERVER__STATE_DIR": str(work / "state"),
+            "RAGSWAP_SERVER__ADAPTER_ROOTS": json.dumps([str(work / "adapters")]),
+            "RAGSWAP_ENGINE__PORT": str(_free_port()),
+            "RAGSWAP_EVAL__RUNS_DIR": str(work / "eval-runs"),
+            "RAGSWAP_API_KEY": admin_key,
+            "RAGSWAP_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ragswap serve exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError("ragswap serve did not become ready in time")
+
+
+def _ask(client: OpenAI, model: str, question: str, **extra: object) -> tuple[str, list[dict[str, object]]]:
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=64,
+        extra_body=extra or None,
+    )
+    message = reply.choices[0].message
+    citations = (message.model_extra or {}).get("citations") or []
+    return message.content or "", citations
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    console.rule("1. models")
+    data = resources.files("ragswap") / "demo_data"
+    work = ragswap_home() / "demo"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "adapters").mkdir(parents=True)
+    port = _free_port()
+    admin_key = "sk-demo-" + secrets.token_hex(12)
+    url = f"http://127.0.0.1:{port}"
+    env = _demo_env(work, port, admin_key)
+
+    console.rule("1. offline models")
     for model in prepare_models(settings.models):
         console.print(f"{model.name}: {model.path} ({'reused' if model.reused else 'prepared'})")
 
-    console.rule("2. vLLM engine (CPU build, multi-LoRA on)")
-    model_path = resolve_model(settings.models.base_model, settings.models)
-    log_path = settings.server.state_dir / "logs" / "demo-engine.log"
-    engine = EngineProcess(settings.engine, model_path, settings.models.base_model, log_path=log_path)
+    console.rule("2. ragswap serve (gateway + embedded vLLM engine)")
+    log = (work / "serve.log").open("wb")
     start = time.perf_counter()
-    engine.start()
+    server = subprocess.Popen(_ragswap("serve"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        engine.wait_ready()
-        console.print(f"engine ready at {engine.url} in {time.perf_counter() - start:.0f}s (log: {log_path})")
+        _wait_ready(url, server)
+        console.print(f"ready at {url} in {time.perf_counter() - start:.0f}s (log: {work / 'serve.log'})")
+        client = OpenAI(base_url=f"{url}/v1", api_key=admin_key)
+        base = settings.models.base_model
 
-        console.rule("3. chat through the engine's OpenAI endpoint")
-        client = OpenAI(base_url=f"{engine.url}/v1", api_key="unused")
-        question = "What is the capital of France?"
-        reply = client.chat.completions.create(
-            model=settings.models.base_model,
-            messages=[{"role": "user", "content": question}],
-            temperature=0,
-            max_tokens=32,
+        console.rule("3. the base model does not know the company")
+        answer, _ = _ask(client, base, FACT_QUESTION)
+        console.print(f"[bold]{base}[/bold] > {FACT_QUESTION}\n  {answer}")
+
+        console.rule("4. train a LoRA on the company facts and hot-load it (no restart)")
+        recipe = work / "quillfeather.yaml"
+        recipe.write_text(
+            "\n".join(
+                [
+                    f"base_model: {base}",
+                    "adapter: lora",
+                    "lora_r: 16",
+                    "lora_alpha: 32",
+                    "lora_dropout: 0.0",
+                    "datasets:",
+                    f"  - path: {data / 'facts.jsonl'}",
+                    "    type: chat",
+                    "num_epochs: 12",
+                    "learning_rate: 2.0e-3",
+                    "micro_batch_size: 4",
+                    "max_seq_length: 128",
+                    "seed: 42",
+                    f"output_dir: {work / 'adapters' / ADAPTER}",
+                ]
+            )
+            + "\n"
         )
-        console.print(f"[bold]user:[/bold] {question}")
-        console.print(f"[bold]{settings.models.base_model}:[/bold] {reply.choices[0].message.content}")
+        subprocess.run(
+            _ragswap("train", str(recipe), "--register", url, "--name", ADAPTER), env=env, check=True
+        )
+        models = [m.id for m in client.models.list().data]
+        console.print(f"/v1/models: {models}")
+
+        console.rule("5. the adapter answers, selected per request by `model`")
+        answer, _ = _ask(client, ADAPTER, FACT_QUESTION)
+        console.print(f"[bold]{ADAPTER}[/bold] > {FACT_QUESTION}\n  {answer}")
+
+        console.rule("6. RAG with citations through the adapter")
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        with httpx.Client(base_url=url, headers=admin, timeout=600) as http:
+            http.post("/v1/collections", json={"name": COLLECTION}).raise_for_status()
+            files = [
+                ("file", (doc.name, doc.read_bytes(), "text/markdown"))
+                for doc in sorted(Path(str(data / "handbook")).glob("*.md"))
+            ]
+            ingested = http.post(f"/v1/collections/{COLLECTION}/documents", files=files)
+            ingested.raise_for_status()
+            console.print(f"ingested: {ingested.json()}")
+        answer, citations = _ask(client, ADAPTER, RAG_QUESTION, rag={"collection": COLLECTION, "top_k": 3})
+        console.print(f"[bold]{ADAPTER} + rag[/bold] > {RAG_QUESTION}\n  {answer}")
+        for cite in citations:
+            console.print(
+                f"  [{cite.get('source', '?')}] {cite.get('document_id')}: {str(cite.get('text', ''))[:90]}"
+            )
+
+        console.rule("7. evaluate the adapter against the base model (RAGAS, local judge)")
+        subprocess.run(
+            _ragswap(
+                "eval",
+                "run",
+                "--dataset",
+                str(data / "eval.jsonl"),
+                "--collection",
+                COLLECTION,
+                "--adapter",
+                base,
+                "--adapter",
+                ADAPTER,
+                "--server",
+                url,
+                "--out",
+                str(work / "eval-run"),
+            ),
+            env=env,
+            check=True,
+        )
+        console.print(Panel(f"report: {work / 'eval-run' / 'report.html'}", title="done"))
     finally:
-        engine.stop()
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
