@@ -1,6 +1,6 @@
 """Training benchmark: fact learning speed/quality of the LoRA trainer, reranker and embedder nDCG@10 on SciFact.
 
-    .venv/bin/python bench/training.py [--facts 50] [--epochs 8] [--data ../shared/data/scifact] [--quick]
+    .venv/bin/python bench/training.py [--facts 50] [--epochs 10] [--data ../shared/data/scifact] [--quick]
 
 Fact learning trains the shipped recipe (``training/recipes/company_facts.yaml``: 50 made-up facts about a
 fictional company) and, after each epoch, asks every question greedily (batched ``generate``); the clock is paused

@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -96,7 +95,7 @@ def _ask(client: OpenAI, model: str, question: str, **extra: object) -> tuple[st
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    data = resources.files("ragswap") / "demo_data"
+    data = Path(__file__).resolve().parent / "demo_data"
     work = ragswap_home() / "demo"
     shutil.rmtree(work, ignore_errors=True)
     (work / "adapters").mkdir(parents=True)
@@ -162,7 +161,7 @@ def run_demo(settings: Settings, console: Console) -> None:
             http.post("/v1/collections", json={"name": COLLECTION}).raise_for_status()
             files = [
                 ("file", (doc.name, doc.read_bytes(), "text/markdown"))
-                for doc in sorted(Path(str(data / "handbook")).glob("*.md"))
+                for doc in sorted((data / "handbook").glob("*.md"))
             ]
             ingested = http.post(f"/v1/collections/{COLLECTION}/documents", files=files)
             ingested.raise_for_status()

@@ -50,7 +50,12 @@ def engine_settings() -> EngineSettings:
     # float32: greedy outputs then do not depend on how requests are batched (bf16 GEMMs round differently for
     # different batch sizes on CPU), so tests can compare concurrent outputs with sequential ones exactly.
     return EngineSettings(
-        port=free_port(), dtype="float32", max_lora_rank=16, max_loras=4, max_num_seqs=48, startup_timeout_s=900
+        port=free_port(),
+        dtype="float32",
+        max_lora_rank=16,
+        max_loras=4,
+        max_num_seqs=48,
+        startup_timeout_s=900,
     )
 
 
