@@ -253,6 +253,16 @@ def get_reranker(
         from training.retrievers.reranker import train_reranker
     except ImportError as exc:
         return None, {"source": f"unavailable: {exc}"}
+    try:
+        return _train(args, out, train_reranker, tune_ids, eval_ids)
+    except Exception as exc:  # report the other modes even when training breaks
+        logger.exception("reranker training failed")
+        return None, {"source": f"training failed: {type(exc).__name__}: {exc}"}
+
+
+def _train(
+    args: argparse.Namespace, out: Path, train_reranker: Any, tune_ids: list[str], eval_ids: list[str]
+) -> tuple[str | None, dict[str, Any]]:
     console.print(f"training a cross-encoder on {len(tune_ids)} tuning queries → {out}")
     result = train_reranker(
         args.dataset,

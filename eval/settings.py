@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ragswap.settings_base import ragswap_home
 
@@ -28,6 +28,8 @@ JUDGED_METRICS: tuple[str, ...] = ALL_METRICS[:4]
 
 class EvalSettings(BaseModel):
     """Judge endpoint, metrics and run output defaults."""
+
+    model_config = ConfigDict(extra="forbid")
 
     judge_url: str | None = None
     """OpenAI-compatible base URL of the judge (``.../v1``); empty = ragswap's own gateway (``server.host:port``)."""

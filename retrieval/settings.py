@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 ChunkerName = Literal["fixed", "recursive", "semantic"]
 SearchMode = Literal["dense", "bm25", "hybrid"]
@@ -70,6 +70,8 @@ class RagSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     """Qdrant storage, chunking, fusion and reranking defaults."""
+
+    model_config = ConfigDict(extra="forbid")
 
     path: Path | None = None
     """Embedded storage (Qdrant local mode plus the in-process BM25 and dense caches); ``None`` =

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrainingSettings(BaseModel):
     """Defaults shared by training runs."""
+
+    model_config = ConfigDict(extra="forbid")
 
     output_root: Path = Path("outputs")
     """Where CLI runs write when a recipe gives a relative ``output_dir``."""
