@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+# bench/ holds modules named like ragswap's packages (eval.py, retrieval.py): the repository root must come first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import httpx
 import torch
-from _common import machine, percentile, write_results
 from openai import AsyncOpenAI
 from rich.console import Console
 from rich.table import Table
 
+from bench._common import machine, percentile, write_results
 from ragswap.config import Settings
 from ragswap.model_store import ModelSettings, resolve_model
 from serving.engine import EngineProcess, EngineSettings

@@ -63,7 +63,18 @@ def engine_settings() -> EngineSettings:
 def engine(
     engine_settings: EngineSettings, base_model_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProcess]:
-    """One real vLLM engine (CPU build, LoRA on, runtime adapter loading on) for the whole session."""
+    """One real vLLM engine (CPU build, LoRA on, runtime adapter loading on) for the whole session.
+
+    Developer shortcut: ``RAGSWAP_TEST_ENGINE_URL=http://127.0.0.1:PORT`` reuses an engine started with the same
+    settings (``ragswap engine``) instead of starting one. CI never sets it.
+    """
+    external = os.environ.get("RAGSWAP_TEST_ENGINE_URL")
+    if external:
+        port = int(external.rstrip("/").rsplit(":", 1)[1])
+        yield EngineProcess(
+            engine_settings.model_copy(update={"port": port}), str(base_model_path), BASE_MODEL
+        )
+        return
     log_path = tmp_path_factory.mktemp("engine") / "engine.log"
     proc = EngineProcess(engine_settings, str(base_model_path), BASE_MODEL, log_path=log_path)
     proc.start()
