@@ -168,6 +168,12 @@ def start_engine(
     return engine
 
 
+async def unload_adapters_direct(engine_url: str, adapters: dict[str, Path]) -> None:
+    async with httpx.AsyncClient(base_url=engine_url, timeout=120) as http:
+        for name in adapters:
+            (await http.post("/v1/unload_lora_adapter", json={"lora_name": name})).raise_for_status()
+
+
 async def load_adapters_direct(engine_url: str, adapters: dict[str, Path]) -> None:
     async with httpx.AsyncClient(base_url=engine_url, timeout=120) as http:
         for name, path in adapters.items():
@@ -185,6 +191,16 @@ def bench_vllm(
     # (a) ragswap gateway over the grouped-ops engine: mixed, then base-only, then hot-load latency.
     engine = start_engine(base_path, work, "grouped", lora=True)
     try:
+        # Same engine, no gateway first: what the proxy costs, and the base-only figure to hold against LoRA off.
+        asyncio.run(load_adapters_direct(engine.url, adapters))
+        asyncio.run(run_openai_workload(engine.url, "x", mixed_jobs(ps[:8], names), 8))
+        out["vllm_direct_mixed"] = asyncio.run(
+            run_openai_workload(engine.url, "x", mixed_jobs(ps, names), max_tokens)
+        )
+        out["vllm_direct_base_only"] = asyncio.run(
+            run_openai_workload(engine.url, "x", [(BASE, p) for p in ps], max_tokens)
+        )
+        asyncio.run(unload_adapters_direct(engine.url, adapters))
         settings = Settings(
             engine=EngineSettings(urls=[engine.url], max_lora_rank=16, max_loras=4),
             server=ServerSettings(
@@ -230,10 +246,6 @@ def bench_vllm(
             }
         finally:
             gateway.stop()
-        # Same engine, no gateway: what the proxy costs.
-        out["vllm_direct_mixed"] = asyncio.run(
-            run_openai_workload(engine.url, "x", mixed_jobs(ps, names), max_tokens)
-        )
     finally:
         engine.stop()
 

@@ -27,12 +27,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap and close captured streams)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str | None = None, *, json_lines: bool | None = None) -> None:
     """Configure the root logger once: JSON lines on stderr (``RAGSWAP_LOG_FORMAT=text`` for plain text)."""
     level = (level or os.environ.get("RAGSWAP_LOG_LEVEL", "INFO")).upper()
     if json_lines is None:
         json_lines = os.environ.get("RAGSWAP_LOG_FORMAT", "json") != "text"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         JsonFormatter()
         if json_lines
