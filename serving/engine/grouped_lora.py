@@ -6,10 +6,12 @@ full adapter weight matrix for every token (``weights[indices]``) and multiplies
 adapter, so base-model requests batched with LoRA requests get the last adapter slot applied
 (vllm-project/vllm#48421).
 
-:class:`GroupedPunicaWrapperCPU` fixes both: once per step it groups the batch rows by adapter slot, then every
-op does one ``index_select`` -> matmul -> ``index_add_`` per *active* adapter. Rows with slot ``-1`` are never
-touched, and a step without adapter rows skips the LoRA work entirely. Numerics follow the reference ops (same
-dtype casts), so per-row results match them.
+:class:`GroupedPunicaWrapperCPU` fixes both: once per step it groups the batch rows by adapter slot. Each linear
+layer then does one fused matmul pair per *active* adapter (:func:`grouped_lora_linear`: the A matrices of all
+output slices stacked, the B matrices block-diagonal, cached per layer); the logits and embedding paths do one
+``index_select`` -> matmul -> ``index_add_`` per active adapter. Rows with slot ``-1`` are never touched, and a
+step without adapter rows skips the LoRA work entirely. Numerics follow the reference ops (same dtype casts), so
+per-row results match them within rounding.
 """
 
 from __future__ import annotations
