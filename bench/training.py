@@ -1,6 +1,7 @@
 """Training benchmark: fact learning speed/quality of the LoRA trainer, reranker and embedder nDCG@10 on SciFact.
 
     .venv/bin/python bench/training.py [--facts 50] [--epochs 10] [--data ../shared/data/scifact] [--quick]
+        [--from-trained RERANKER_DIR EMBEDDER_DIR]
 
 Fact learning trains the shipped recipe (``training/recipes/company_facts.yaml``: 50 made-up facts about a
 fictional company) and, after each epoch, asks every question greedily (batched ``generate``); the clock is paused
@@ -156,6 +157,33 @@ def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, An
     }
 
 
+def retrievers_from_manifests(reranker: Path, embedder: Path) -> dict[str, Any]:
+    """Figures of a reranker and an embedder already trained by ``training`` (e.g. by ``bench/retrieval.py``,
+    which trains both on the full SciFact corpus): read from their ``ragswap-retriever.json``."""
+    from training import RetrieverManifest
+
+    rr, emb = RetrieverManifest.read(reranker), RetrieverManifest.read(embedder)
+    return {
+        "source": f"manifests of models trained earlier: {reranker}, {embedder}",
+        "scifact_train_queries": len(rr.data["train_query_ids"]),
+        "scifact_heldout_queries": len(rr.data["eval_query_ids"]),
+        "corpus": f"{rr.data['corpus_docs']} docs",
+        "reranker_ndcg10_untrained": round(rr.metrics["ndcg10_before"], 4),
+        "reranker_ndcg10_trained": round(rr.metrics["ndcg10_after"], 4),
+        "reranker_bm25_ndcg10": round(rr.metrics.get("bm25_ndcg10", float("nan")), 4),
+        "reranker_steps": rr.metrics["steps"],
+        "reranker_train_seconds": rr.metrics["wall_seconds"],
+        "reranker_hyperparameters": rr.hyperparameters,
+        "embedder_ndcg10_untrained": round(emb.metrics["ndcg10_before"], 4),
+        "embedder_ndcg10_trained": round(emb.metrics["ndcg10_after"], 4),
+        "embedder_steps": emb.metrics["steps"],
+        "embedder_train_seconds": emb.metrics["wall_seconds"],
+        "embedder_hyperparameters": emb.hyperparameters,
+        "note": "untrained reranker = MiniLM with a fresh scoring head (reranking BM25's top 30); untrained "
+        "embedder = all-MiniLM-L6-v2 (dense retrieval over the corpus); nDCG@10 on the held-apart queries",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", type=int, default=50)
@@ -163,6 +191,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "scifact")
     parser.add_argument("--quick", action="store_true", help="retrievers on a subset (minutes, not tens)")
     parser.add_argument("--skip-retrievers", action="store_true")
+    parser.add_argument(
+        "--from-trained",
+        nargs=2,
+        type=Path,
+        metavar=("RERANKER_DIR", "EMBEDDER_DIR"),
+        help="report the retrievers from these trained models' manifests instead of training them again",
+    )
     args = parser.parse_args()
 
     import torch
@@ -175,7 +210,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragswap-bench-training-") as tmp:
         console.print(f"fact learning: {args.facts} facts, {args.epochs} epochs")
         results["sft"] = bench_facts(args.facts, args.epochs, Path(tmp))
-        if not args.skip_retrievers:
+        if args.from_trained:
+            results["retrievers"] = retrievers_from_manifests(*args.from_trained)
+        elif not args.skip_retrievers:
             console.print("reranker + embedder on SciFact")
             results["retrievers"] = bench_retrievers(args.data, Path(tmp), args.quick)
     flat = {**results["sft"], **results.get("retrievers", {})}

@@ -72,6 +72,9 @@ def search(
     mode: Annotated[str | None, typer.Option(help="dense, bm25 or hybrid.")] = None,
     fusion: Annotated[str | None, typer.Option(help="rrf, weighted or dbsf.")] = None,
     rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank")] = None,
+    rerank_weight: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Cross-encoder share of the final score.")
+    ] = None,
     filter_json: Annotated[
         str | None, typer.Option("--filter", help='JSON, e.g. {"source": "a.md"}.')
     ] = None,
@@ -95,6 +98,7 @@ def search(
             fusion=fusion,  # type: ignore[arg-type]
             top_k=top_k,
             rerank=rerank,
+            rerank_weight=rerank_weight,
             filter=parse_filter(json.loads(filter_json) if filter_json else None),
         )
         hits = service.search(q)

@@ -34,6 +34,17 @@ def weighted(dense: Scores, bm25: Scores, weight: float = 0.3) -> dict[str, floa
     return {cid: (1 - weight) * d.get(cid, 0.0) + weight * b.get(cid, 0.0) for cid in set(d) | set(b)}
 
 
+def blend(rerank: Scores, first_stage: Scores, weight: float) -> dict[str, float]:
+    """Reranked candidates' final score: ``w·minmax(rerank) + (1-w)·minmax(first stage)``.
+
+    With ``w = 1`` this is the cross-encoder's order (its raw score is kept, so thresholds on it still hold).
+    """
+    if weight >= 1.0:
+        return dict(rerank)
+    r, f = _minmax(rerank), _minmax(first_stage)
+    return {cid: weight * r[cid] + (1 - weight) * f.get(cid, 0.0) for cid in r}
+
+
 def _distribution(scores: Scores) -> dict[str, float]:
     if not scores:
         return {}

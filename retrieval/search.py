@@ -23,8 +23,10 @@ class SearchQuery:
     rrf_k: int = 60
     weight: float = 0.3
     rerank: bool | None = None
-    rerank_depth: int | None = None
-    """Fused candidates the cross-encoder rescores (default: ``candidates``)."""
+    rerank_depth: int = 30
+    """Fused candidates the cross-encoder rescores."""
+    rerank_weight: float = 1.0
+    """Share of the (min-max scaled) cross-encoder score in the final score; the rest is the first stage's."""
     filter: MetadataFilter | None = None
     vector: np.ndarray | None = None
     """The query's embedding when the caller already has it (batch evaluations); computed otherwise."""
@@ -44,6 +46,7 @@ class SearchQuery:
         weight: float | None = None,
         rerank: bool | None = None,
         rerank_depth: int | None = None,
+        rerank_weight: float | None = None,
         filter: MetadataFilter | None = None,
         vector: np.ndarray | None = None,
     ) -> SearchQuery:
@@ -57,7 +60,8 @@ class SearchQuery:
             rrf_k=rrf_k or settings.rrf_k,
             weight=settings.weight if weight is None else weight,
             rerank=settings.rerank if rerank is None else rerank,
-            rerank_depth=rerank_depth,
+            rerank_depth=rerank_depth or settings.rerank_depth,
+            rerank_weight=settings.rerank_weight if rerank_weight is None else rerank_weight,
             filter=filter,
             vector=vector,
         )

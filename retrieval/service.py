@@ -231,13 +231,16 @@ class RetrievalService:
             fused = fusion.rrf([dense, sparse], q.rrf_k)
         ranked = sorted(fused, key=lambda cid: fused[cid], reverse=True)
         rerank_scores: dict[str, float] = {}
+        final_scores: dict[str, float] = {}
         if do_rerank and reranker is not None:
-            ranked = ranked[: q.rerank_depth or q.candidates]
-            texts = self.store.get(q.collection, ranked)
-            ranked = [cid for cid in ranked if cid in texts]
-            rescored = reranker.score(q.query, [texts[cid].text for cid in ranked])
-            rerank_scores = {cid: float(s) for cid, s in zip(ranked, rescored, strict=True)}
-            ranked.sort(key=lambda cid: rerank_scores[cid], reverse=True)
+            head, rest = ranked[: q.rerank_depth], ranked[q.rerank_depth :]
+            texts = self.store.get(q.collection, head)
+            head = [cid for cid in head if cid in texts]
+            rescored = reranker.score(q.query, [texts[cid].text for cid in head])
+            rerank_scores = {cid: float(s) for cid, s in zip(head, rescored, strict=True)}
+            final_scores = fusion.blend(rerank_scores, {cid: fused[cid] for cid in head}, q.rerank_weight)
+            head.sort(key=lambda cid: final_scores[cid], reverse=True)
+            ranked = head + rest  # past rerank_depth, hits keep their first-stage order and score
         top = ranked[: q.top_k]
         chunks = self.store.get(q.collection, top)
         if vector is not None:
@@ -256,6 +259,6 @@ class RetrievalService:
                 scores["fused"] = fused[cid]
             if cid in rerank_scores:
                 scores["rerank"] = rerank_scores[cid]
-            final = rerank_scores.get(cid, fused[cid])
+            final = final_scores.get(cid, fused[cid])
             hits.append(Hit(chunk=chunks[cid], score=final, scores=scores))
         return hits

@@ -53,6 +53,11 @@ class SearchSettings(BaseModel):
     """Results returned (the second stage's k)."""
     rerank: bool | None = None
     """Rerank with the cross-encoder; ``None`` = whenever a reranker is configured."""
+    rerank_depth: int = Field(default=30, ge=1, le=1000)
+    """First-stage candidates the cross-encoder rescores (its cost grows linearly with this)."""
+    rerank_weight: float = Field(default=1.0, ge=0, le=1)
+    """Final score of reranked candidates: ``w·minmax(rerank) + (1-w)·minmax(first stage)``; 1 = the
+    cross-encoder's order alone. A small domain-trained reranker ranks best blended with the fused score."""
 
 
 class RagSettings(BaseModel):

@@ -9,9 +9,10 @@ adapter, so base-model requests batched with LoRA requests get the last adapter 
 :class:`GroupedPunicaWrapperCPU` fixes both: once per step it groups the batch rows by adapter slot. Each linear
 layer then does one fused matmul pair per *active* adapter (:func:`grouped_lora_linear`: the A matrices of all
 output slices stacked, the B matrices block-diagonal, cached per layer); the logits and embedding paths do one
-``index_select`` -> matmul -> ``index_add_`` per active adapter. Rows with slot ``-1`` are never touched, and a
-step without adapter rows skips the LoRA work entirely. Numerics follow the reference ops (same dtype casts), so
-per-row results match them within rounding.
+``index_select`` -> matmul -> ``index_add_`` per active adapter. Small batches (decode) take
+:func:`masked_lora_linear` instead: all slots in two matmuls with a per-row slot mask in between. Rows with slot
+``-1`` are never changed, and a step without adapter rows skips the LoRA work entirely. Numerics follow the
+reference ops (same dtype casts), so per-row results match them within rounding.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ def grouped_expand(
         target.index_fill_(0, groups.base_rows, 0)
 
 
+DENSE_MAX_ROWS = 128
+"""Up to this many rows (decode steps, small prefills) :func:`masked_lora_linear` is used: every row goes through
+all slots' A/B in two matmuls and a per-row slot mask zeroes what does not belong to it. Measured side by side on
+this machine (SmolLM2-135M layer shapes, 4 adapters + base rows, bf16): 2.4x faster than the per-slot path at 32
+rows, 1.4x at 128, even at 256 (wasted FLOPs grow with rows x slots; the per-slot gathers and op calls saved do
+not)."""
+
+
 class _FusedWeights:
     """Per-layer cache of the weights :func:`grouped_lora_linear` multiplies with, rebuilt when vLLM rewrites them.
 
@@ -139,7 +148,7 @@ class _FusedWeights:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, ...], tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+        self._entries: dict[tuple[int, ...], tuple[tuple[int, ...], FusedLora]] = {}
 
     def get(
         self,
@@ -147,12 +156,12 @@ class _FusedWeights:
         lora_b: tuple[torch.Tensor, ...],
         sizes: tuple[int, ...],
         dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> FusedLora:
         key = tuple(id(t) for t in (*lora_a, *lora_b))
         versions = tuple(t._version for t in (*lora_a, *lora_b))
         entry = self._entries.get(key)
         if entry is not None and entry[0] == versions:
-            return entry[1], entry[2]
+            return entry[1]
         a = torch.cat([_stacked(w) for w in lora_a], dim=1).to(torch.float32)  # (L, S*r, in)
         blocks = [_stacked(w)[:, :size] for w, size in zip(lora_b, sizes, strict=True)]  # (L, out_s, r)
         slots, rank = a.shape[0], blocks[0].shape[2]
@@ -161,8 +170,47 @@ class _FusedWeights:
         for s, block in enumerate(blocks):
             b[:, s * rank : (s + 1) * rank, col : col + block.shape[1]] = block.transpose(1, 2)
             col += block.shape[1]
-        self._entries[key] = (versions, a, b)
-        return a, b
+        fused = FusedLora(
+            a=a,
+            b=b,
+            a_all_t=a.reshape(slots * a.shape[1], a.shape[2]).t().contiguous(),
+            b_all=b.reshape(slots * b.shape[1], b.shape[2]),
+        )
+        self._entries[key] = (versions, fused)
+        return fused
+
+
+@dataclass(frozen=True)
+class FusedLora:
+    """One linear layer's adapter weights in the two layouts the grouped paths multiply with."""
+
+    a: torch.Tensor
+    """``(slots, S*r, in)`` fp32: each slot's A matrices of all output slices, stacked."""
+    b: torch.Tensor
+    """``(slots, S*r, sum(out))`` in the model dtype: each slot's B matrices, block-diagonal."""
+    a_all_t: torch.Tensor
+    """``(in, slots*S*r)``: every slot's A side by side (:func:`masked_lora_linear`)."""
+    b_all: torch.Tensor
+    """``(slots*S*r, sum(out))``: every slot's B stacked (:func:`masked_lora_linear`)."""
+
+
+def slot_mask(indices: torch.Tensor, slots: int, width: int, scale: float) -> torch.Tensor:
+    """``(rows, slots*width)`` fp32: ``scale`` in the ``width`` columns of each row's slot, zeros elsewhere
+    (everywhere for rows with slot ``-1``)."""
+    onehot = torch.zeros(indices.numel(), slots + 1, dtype=torch.float32, device=indices.device)
+    onehot.scatter_(1, (indices.long() % (slots + 1)).view(-1, 1), scale)  # slot -1 -> the extra column
+    return onehot[:, :slots].repeat_interleave(width, dim=1)
+
+
+def masked_lora_linear(y: torch.Tensor, x: torch.Tensor, fused: FusedLora, mask: torch.Tensor) -> None:
+    """``y[:, :sum(out)] += ((x @ A_all.T) * mask) @ B_all`` where ``mask`` keeps each row's own slot (times the
+    scale) and is all zeros for rows without an adapter, which therefore get exactly ``+ 0``.
+
+    Four ops per layer whatever the number of active adapters; for small batches (decode) that beats one
+    gather/matmul-pair/scatter per adapter. Shrink in fp32 like vLLM's reference ops, expand in ``y``'s dtype.
+    """
+    h = torch.mm(x.to(torch.float32), fused.a_all_t).mul_(mask).to(y.dtype)
+    y[:, : fused.b_all.shape[1]].addmm_(h, fused.b_all)
 
 
 def grouped_lora_linear(
@@ -203,11 +251,22 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         self._token_groups = SlotGroups((), None, 0)
         self._sampler_groups = SlotGroups((), None, 0)
         self._fused = _FusedWeights()
+        self._masks: dict[tuple[int, int, float], torch.Tensor] = {}
 
     def update_metadata(self, *args: Any, **kwargs: Any) -> None:
         super().update_metadata(*args, **kwargs)
         self._token_groups = SlotGroups.from_indices(self.token_lora_indices)
         self._sampler_groups = SlotGroups.from_indices(self.sampler_indices)
+        self._masks = {}
+
+    def _slot_mask(self, slots: int, width: int, scale: float) -> torch.Tensor:
+        """``(rows, slots*width)``: ``scale`` in the columns of each row's own slot, zeros elsewhere (built once
+        per step and layout)."""
+        key = (slots, width, scale)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = slot_mask(self.token_lora_indices, slots, width, scale)
+        return mask
 
     # Token-level ops: prefill and decode use the same per-token slots (the reference's sgmv path expands
     # per-sequence slots back to exactly ``token_lora_indices``).
@@ -300,8 +359,12 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         if not groups.any_lora:
             return  # a step with no adapter rows needs no LoRA work at all
         flat_y = y.view(-1, y.shape[-1])
-        a, b = self._fused.get(lora_a_stacked, lora_b_stacked, tuple(output_slices), flat_y.dtype)
-        grouped_lora_linear(flat_y, flat_x, a, b, groups, scale)
+        fused = self._fused.get(lora_a_stacked, lora_b_stacked, tuple(output_slices), flat_y.dtype)
+        if groups.num_rows <= DENSE_MAX_ROWS:
+            slots, width = fused.a.shape[0], fused.a.shape[1]
+            masked_lora_linear(flat_y, flat_x, fused, self._slot_mask(slots, width, scale))
+        else:
+            grouped_lora_linear(flat_y, flat_x, fused.a, fused.b, groups, scale)
 
     def add_lora_logits(
         self,

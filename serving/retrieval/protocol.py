@@ -113,6 +113,7 @@ class RetrieveRequest(BaseModel):
     candidates: int | None = Field(default=None, ge=1, le=1000)
     rerank: bool | None = None
     rerank_depth: int | None = Field(default=None, ge=1, le=1000)
+    rerank_weight: float | None = Field(default=None, ge=0, le=1)
     filter: dict[str, Any] | None = None
 
     def to_search_query(self, settings: SearchSettings) -> SearchQuery:
@@ -129,6 +130,7 @@ class RetrieveRequest(BaseModel):
             weight=self.weight,
             rerank=self.rerank,
             rerank_depth=self.rerank_depth,
+            rerank_weight=self.rerank_weight,
             filter=parse_filter(self.filter),
         )
 

@@ -77,10 +77,12 @@ def test_slot_groups_partition_rows() -> None:
     assert whole.groups[0][0] == 2 and whole.groups[0][1] is None and whole.base_rows is None
 
 
+@pytest.mark.parametrize("path", ["per_slot", "masked"])
 @pytest.mark.parametrize("slots", [[1, 1, 1], [0, -1, 2, 3, 2, -1, 0], [-1, 3, -1]])
-def test_fused_linear_matches_reference_shrink_then_expand(slots: list[int]) -> None:
-    """One fused call per linear layer (q/k/v slices together) equals vLLM's per-slice shrink + expand."""
-    from serving.engine.grouped_lora import _FusedWeights, grouped_lora_linear
+def test_fused_linear_matches_reference_shrink_then_expand(slots: list[int], path: str) -> None:
+    """One fused call per linear layer (q/k/v slices together) equals vLLM's per-slice shrink + expand, on both
+    the per-slot path (large batches) and the masked all-slots path (decode)."""
+    from serving.engine.grouped_lora import _FusedWeights, grouped_lora_linear, masked_lora_linear, slot_mask
 
     gen = torch.Generator().manual_seed(1)
     sizes = (OUT, 32, 32)
@@ -105,11 +107,15 @@ def test_fused_linear_matches_reference_shrink_then_expand(slots: list[int]) -> 
 
     cache = _FusedWeights()
     got = y0.clone()
-    fused_a, fused_b = cache.get(lora_a, lora_b, sizes, got.dtype)
-    grouped_lora_linear(got, x, fused_a, fused_b, SlotGroups.from_indices(indices), 0.25)
+    fused = cache.get(lora_a, lora_b, sizes, got.dtype)
+    if path == "per_slot":
+        grouped_lora_linear(got, x, fused.a, fused.b, SlotGroups.from_indices(indices), 0.25)
+    else:
+        mask = slot_mask(indices, MAX_LORAS, fused.a.shape[1], 0.25)
+        masked_lora_linear(got, x, fused, mask)
     torch.testing.assert_close(got[lora_rows], ref[lora_rows], atol=0.05, rtol=0.02)
     assert torch.equal(got[~lora_rows], y0[~lora_rows])
 
     # vLLM rewrites adapter weights in place when a slot is reused: the cache must notice.
     lora_a[0][slots[0] if slots[0] >= 0 else 3].mul_(2)
-    assert cache.get(lora_a, lora_b, sizes, got.dtype)[0] is not fused_a
+    assert cache.get(lora_a, lora_b, sizes, got.dtype).a is not fused.a

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from retrieval import fusion
 from retrieval.errors import InvalidSearchError
 from retrieval.filters import parse_filter
 from retrieval.search import SearchQuery
@@ -122,3 +123,28 @@ def test_rerank_reorders_the_fused_candidates(
     assert {h.chunk.id for h in hits} <= candidates
     assert [h.scores["rerank"] for h in hits] == sorted((h.scores["rerank"] for h in hits), reverse=True)
     assert all(h.score == h.scores["rerank"] and "fused" in h.scores for h in hits)
+
+    # Blended: the cross-encoder's share of the final score is rerank_weight; past rerank_depth the first
+    # stage's order continues.
+    def ranking(searcher: RetrievalService, **options: Any) -> list[Any]:
+        return searcher.search(
+            SearchQuery.from_settings(service.settings.search, scifact_collection, text, top_k=15, **options)
+        )
+
+    first = [h.chunk.id for h in ranking(service, rerank=False)]
+    blended = ranking(reranking, rerank=True, rerank_depth=10, rerank_weight=0.5)
+    head, tail = blended[:10], blended[10:]
+    assert {h.chunk.id for h in head} == set(first[:10])
+    assert [h.chunk.id for h in tail] == first[10:]
+    assert all("rerank" in h.scores for h in head) and not any("rerank" in h.scores for h in tail)
+    assert [h.score for h in head] == sorted((h.score for h in head), reverse=True)
+    assert all(0.0 <= h.score <= 1.0 for h in head)
+
+
+def test_blend_mixes_min_max_scaled_stage_scores() -> None:
+    rerank = {"a": 5.0, "b": 1.0, "c": 3.0}
+    first = {"a": 0.1, "b": 0.9, "c": 0.5}
+    assert fusion.blend(rerank, first, 1.0) == rerank  # raw cross-encoder scores: thresholds still apply
+    assert fusion.blend(rerank, first, 0.5) == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.5})
+    low = fusion.blend(rerank, first, 0.2)
+    assert low == pytest.approx({"a": 0.2, "b": 0.8, "c": 0.5})

@@ -57,7 +57,7 @@ def train_reranker(
     eval_fraction: float = 0.5,
     base_model: str = "all-minilm-l6-v2",
     negatives: int = 7,
-    epochs: float = 1.0,
+    epochs: float = 2.0,
     max_steps: int = -1,
     batch_size: int = 16,
     learning_rate: float = 5e-5,
