@@ -79,10 +79,15 @@ def load_beir(
     return docs, queries, qrels
 
 
+def id_byte(qid: str, i: int) -> int:
+    """Byte ``i`` of sha1(query id): the deterministic, order-free key of every query split here."""
+    return hashlib.sha1(qid.encode()).digest()[i]
+
+
 def split(qids: list[str]) -> tuple[list[str], list[str]]:
     """Deterministic halves: even/odd first byte of sha1(query id) → tuning/evaluation."""
-    tune = sorted(q for q in qids if hashlib.sha1(q.encode()).digest()[0] % 2 == 0)
-    evals = sorted(q for q in qids if hashlib.sha1(q.encode()).digest()[0] % 2 == 1)
+    tune = sorted(q for q in qids if id_byte(q, 0) % 2 == 0)
+    evals = sorted(q for q in qids if id_byte(q, 0) % 2 == 1)
     return tune, evals
 
 
@@ -258,8 +263,8 @@ def tune_fusion(
 def fit_dev_split(tune_ids: list[str]) -> tuple[list[str], list[str]]:
     """Tuning half -> (fit, dev): the embedder and reranker learn from ``fit``; fusion and the rerank blend are
     chosen on ``dev``, queries neither model has seen (so the blend does not favour an overfitted model)."""
-    fit = [q for q in tune_ids if hashlib.sha1(q.encode()).digest()[1] % 5 != 0]
-    dev = [q for q in tune_ids if hashlib.sha1(q.encode()).digest()[1] % 5 == 0]
+    fit = [q for q in tune_ids if id_byte(q, 1) % 5 != 0]
+    dev = [q for q in tune_ids if id_byte(q, 1) % 5 == 0]
     return fit, dev
 
 
