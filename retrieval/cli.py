@@ -73,7 +73,12 @@ def search(
     fusion: Annotated[str | None, typer.Option(help="rrf, weighted or dbsf.")] = None,
     rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank")] = None,
     rerank_weight: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Cross-encoder share of the final score.")
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Cross-encoder share of the final score (default: the reranker's recommended one).",
+        ),
     ] = None,
     filter_json: Annotated[
         str | None, typer.Option("--filter", help='JSON, e.g. {"source": "a.md"}.')

@@ -3,8 +3,10 @@ CrossEncoder reranker. Both resolve catalog names through the offline model stor
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
 logger = logging.getLogger(__name__)
+RETRIEVER_MANIFEST = "ragswap-retriever.json"
+"""Written next to the weights by ``training.train_reranker`` / ``train_embedder``."""
 _lock = threading.Lock()
 _embedders: dict[str, Embedder] = {}
 _rerankers: dict[str, Reranker] = {}
@@ -49,9 +53,11 @@ class Embedder:
 class Reranker:
     """A cross-encoder that scores (query, passage) pairs jointly: the second, precise stage."""
 
-    def __init__(self, model: CrossEncoder, name: str) -> None:
+    def __init__(self, model: CrossEncoder, name: str, recommended_weight: float = 1.0) -> None:
         self.model = model
         self.name = name
+        self.recommended_weight = recommended_weight
+        """Blend weight with the first stage its training found best (1 = the cross-encoder's order alone)."""
 
     def score(self, query: str, passages: list[str], batch_size: int = 32) -> np.ndarray:
         if not passages:
@@ -81,6 +87,18 @@ def load_reranker(name: str, models: ModelSettings) -> Reranker:
         if path not in _rerankers:
             from sentence_transformers import CrossEncoder
 
-            logger.info("loading reranker", extra={"model": path})
-            _rerankers[path] = Reranker(CrossEncoder(path, device="cpu"), name)
+            weight = recommended_rerank_weight(Path(path))
+            logger.info("loading reranker", extra={"model": path, "recommended_weight": weight})
+            _rerankers[path] = Reranker(CrossEncoder(path, device="cpu"), name, weight)
         return _rerankers[path]
+
+
+def recommended_rerank_weight(folder: Path) -> float:
+    """``metrics.recommended_rerank_weight`` of a ragswap-trained reranker's manifest; 1 for any other
+    CrossEncoder (or an unreadable manifest: a bad file must not stop search)."""
+    manifest = folder / RETRIEVER_MANIFEST
+    try:
+        weight = json.loads(manifest.read_text())["metrics"]["recommended_rerank_weight"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
+    return float(weight) if isinstance(weight, int | float) and 0 <= weight <= 1 else 1.0

@@ -25,8 +25,9 @@ class SearchQuery:
     rerank: bool | None = None
     rerank_depth: int = 30
     """Fused candidates the cross-encoder rescores."""
-    rerank_weight: float = 1.0
-    """Share of the (min-max scaled) cross-encoder score in the final score; the rest is the first stage's."""
+    rerank_weight: float | None = None
+    """Share of the (min-max scaled) cross-encoder score in the final score; the rest is the first stage's.
+    ``None``: the reranker's recommended weight."""
     filter: MetadataFilter | None = None
     vector: np.ndarray | None = None
     """The query's embedding when the caller already has it (batch evaluations); computed otherwise."""

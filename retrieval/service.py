@@ -238,7 +238,8 @@ class RetrievalService:
             head = [cid for cid in head if cid in texts]
             rescored = reranker.score(q.query, [texts[cid].text for cid in head])
             rerank_scores = {cid: float(s) for cid, s in zip(head, rescored, strict=True)}
-            final_scores = fusion.blend(rerank_scores, {cid: fused[cid] for cid in head}, q.rerank_weight)
+            weight = reranker.recommended_weight if q.rerank_weight is None else q.rerank_weight
+            final_scores = fusion.blend(rerank_scores, {cid: fused[cid] for cid in head}, weight)
             head.sort(key=lambda cid: final_scores[cid], reverse=True)
             ranked = head + rest  # past rerank_depth, hits keep their first-stage order and score
         top = ranked[: q.top_k]

@@ -55,9 +55,11 @@ class SearchSettings(BaseModel):
     """Rerank with the cross-encoder; ``None`` = whenever a reranker is configured."""
     rerank_depth: int = Field(default=30, ge=1, le=1000)
     """First-stage candidates the cross-encoder rescores (its cost grows linearly with this)."""
-    rerank_weight: float = Field(default=1.0, ge=0, le=1)
+    rerank_weight: float | None = Field(default=None, ge=0, le=1)
     """Final score of reranked candidates: ``w·minmax(rerank) + (1-w)·minmax(first stage)``; 1 = the
-    cross-encoder's order alone. A small domain-trained reranker ranks best blended with the fused score."""
+    cross-encoder's order alone. ``None`` = the weight the reranker's training recorded as best on held-apart
+    queries (``recommended_rerank_weight`` in its ``ragswap-retriever.json``), else 1. A small domain-trained
+    reranker ranks best blended with the fused score."""
 
 
 class RagSettings(BaseModel):

@@ -110,6 +110,14 @@ DataDir = Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, querie
 OutDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the trained model goes.")]
 TrainIds = Annotated[Path | None, typer.Option(help="File of training query ids, one a line.")]
 EvalIds = Annotated[Path | None, typer.Option(help="File of held-apart query ids, one a line.")]
+Epochs = Annotated[float | None, typer.Option(help="Default: the trainer's (measured) default.")]
+BatchSize = Annotated[int | None, typer.Option(help="Default: the trainer's default.")]
+LearningRate = Annotated[float | None, typer.Option(help="Default: the trainer's default.")]
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set; the rest fall back to the training function's defaults (one source of them)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @train_app.command("reranker")
@@ -119,11 +127,11 @@ def train_reranker_cmd(
     train_queries: TrainIds = None,
     eval_queries: EvalIds = None,
     split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    epochs: Annotated[float, typer.Option()] = 1.0,
+    epochs: Epochs = None,
     max_steps: Annotated[int, typer.Option()] = -1,
-    batch_size: Annotated[int, typer.Option()] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 5e-5,
-    negatives: Annotated[int, typer.Option(help="BM25 hard negatives per query.")] = 7,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    negatives: Annotated[int | None, typer.Option(help="BM25 hard negatives per query.")] = None,
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
@@ -136,12 +144,9 @@ def train_reranker_cmd(
             **_retriever_options(data_dir, train_queries, eval_queries),
             output_dir=output_dir,
             split=split,
-            epochs=epochs,
             max_steps=max_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            negatives=negatives,
             max_corpus_docs=max_corpus_docs,
+            **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, negatives=negatives),
         )
     except RecipeError as exc:
         raise _fail(exc) from exc
@@ -158,10 +163,10 @@ def train_embedder_cmd(
     train_queries: TrainIds = None,
     eval_queries: EvalIds = None,
     split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    epochs: Annotated[float, typer.Option()] = 1.0,
+    epochs: Epochs = None,
     max_steps: Annotated[int, typer.Option()] = -1,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    learning_rate: Annotated[float, typer.Option()] = 2e-5,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
 ) -> None:
     """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
@@ -174,11 +179,9 @@ def train_embedder_cmd(
             **_retriever_options(data_dir, train_queries, eval_queries),
             output_dir=output_dir,
             split=split,
-            epochs=epochs,
             max_steps=max_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
             max_corpus_docs=max_corpus_docs,
+            **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate),
         )
     except RecipeError as exc:
         raise _fail(exc) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from retrieval import fusion
 from retrieval.errors import InvalidSearchError
 from retrieval.filters import parse_filter
+from retrieval.models import recommended_rerank_weight
 from retrieval.search import SearchQuery
 from retrieval.service import RetrievalService
 
@@ -139,6 +142,42 @@ def test_rerank_reorders_the_fused_candidates(
     assert all("rerank" in h.scores for h in head) and not any("rerank" in h.scores for h in tail)
     assert [h.score for h in head] == sorted((h.score for h in head), reverse=True)
     assert all(0.0 <= h.score <= 1.0 for h in head)
+
+    # A reranker whose manifest recommends a blend weight uses it when the request names none.
+    recommending = tmp_path / "recommending-cross-encoder"
+    shutil.copytree(folder, recommending)
+    (recommending / "ragswap-retriever.json").write_text(
+        json.dumps({"kind": "reranker", "metrics": {"recommended_rerank_weight": 0.5}})
+    )
+    defaulted = RetrievalService(
+        service.settings.model_copy(update={"reranker": str(recommending)}),
+        service.models,
+        Path("/x"),
+        store=service.store,
+    )
+    by_default = ranking(defaulted, rerank=True, rerank_depth=10)
+    assert [(h.chunk.id, h.score) for h in by_default] == [(h.chunk.id, h.score) for h in blended]
+    explicit = ranking(defaulted, rerank=True, rerank_depth=10, rerank_weight=1.0)
+    assert all(h.score == h.scores["rerank"] for h in explicit[:10])
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({"metrics": {"recommended_rerank_weight": 0.3}}, 0.3),
+        ({"metrics": {"recommended_rerank_weight": 7}}, 1.0),  # out of range: ignored
+        ({"metrics": {}}, 1.0),
+        (None, 1.0),  # no manifest: any CrossEncoder directory
+        ("{not json", 1.0),
+    ],
+)
+def test_recommended_rerank_weight_comes_from_the_manifest(
+    tmp_path: Path, manifest: Any, expected: float
+) -> None:
+    if manifest is not None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        (tmp_path / "ragswap-retriever.json").write_text(text)
+    assert recommended_rerank_weight(tmp_path) == expected
 
 
 def test_blend_mixes_min_max_scaled_stage_scores() -> None:

@@ -115,3 +115,28 @@ def test_cli_reports_recipe_problems(tmp_path: Path) -> None:
     assert "lora_r" in result.output
     help_text = CliRunner().invoke(app, ["train", "--help"]).output
     assert "reranker" in help_text and "embedder" in help_text
+
+
+@pytest.mark.parametrize("kind", ["reranker", "embedder"])
+def test_cli_leaves_unset_retriever_options_to_the_trainer(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI forwards only the options given, so the trainer's measured defaults are the one source of them
+    (the training itself is exercised in test_retrievers.py; here a recorder stands in for it)."""
+    import training.retrievers.embedder as embedder_module
+    import training.retrievers.reranker as reranker_module
+
+    module = reranker_module if kind == "reranker" else embedder_module
+    calls: list[dict[str, object]] = []
+
+    def record(**kwargs: object) -> object:
+        calls.append(kwargs)
+        raise RecipeError(["recorded"])
+
+    monkeypatch.setattr(module, f"train_{kind}", record)
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", kind, str(tmp_path)]).exit_code == 2
+    assert runner.invoke(app, ["train", kind, str(tmp_path), "--epochs", "2.5"]).exit_code == 2
+    default_call, epochs_call = calls
+    assert not {"epochs", "batch_size", "learning_rate", "negatives"} & set(default_call)
+    assert epochs_call["epochs"] == 2.5 and "learning_rate" not in epochs_call

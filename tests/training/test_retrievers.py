@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from ragswap.model_store import ModelSettings
+from retrieval.models import load_reranker
 from tests.training.conftest import SCIFACT
 from training import RetrieverManifest, train_embedder, train_reranker
 from training.retrievers.beir import load_beir, split_queries
+from training.retrievers.reranker import BLEND_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not (SCIFACT / "corpus.jsonl").is_file(), reason=f"SciFact not at {SCIFACT}")
 
@@ -42,6 +45,12 @@ def test_reranker_ranks_held_apart_queries_better(
     manifest = RetrieverManifest.read(tmp_path / "reranker")
     assert manifest.kind == "reranker" and not set(manifest.data["train_query_ids"]) & set(eval_ids)
     assert (tmp_path / "reranker" / "config.json").is_file()
+    # The blend with BM25 that ranked the held-apart queries best is recorded, and search picks it up.
+    blends = manifest.metrics["blend_ndcg10"]
+    assert set(blends) == {str(w) for w in BLEND_WEIGHTS}
+    weight = manifest.metrics["recommended_rerank_weight"]
+    assert blends[str(weight)] == max(blends.values())
+    assert load_reranker(str(tmp_path / "reranker"), ModelSettings()).recommended_weight == weight
 
 
 def test_embedder_ranks_held_apart_queries_better(tmp_path: Path) -> None:
@@ -55,6 +64,7 @@ def test_embedder_ranks_held_apart_queries_better(tmp_path: Path) -> None:
         tmp_path / "embedder",
         train_query_ids=train_ids,
         eval_query_ids=eval_ids,
+        epochs=3,  # half the default: enough to beat the start here, and half the CI time
         batch_size=32,
         max_length=192,
         max_corpus_docs=1500,

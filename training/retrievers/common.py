@@ -10,11 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from retrieval.models import RETRIEVER_MANIFEST
 from training.manifest import library_versions, now_iso
 from training.retrievers.beir import BeirData
 from training.retrievers.mining import Bm25Index
-
-RETRIEVER_MANIFEST = "ragswap-retriever.json"
 
 
 class RetrieverManifest(BaseModel):

@@ -42,7 +42,7 @@ def train_embedder(
     split: str = "train",
     eval_fraction: float = 0.5,
     base_model: str = "all-minilm-l6-v2",
-    epochs: float = 3.0,
+    epochs: float = 6.0,
     max_steps: int = -1,
     batch_size: int = 32,
     learning_rate: float = 5e-5,

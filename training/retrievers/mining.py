@@ -16,12 +16,19 @@ class Bm25Index:
 
     def search(self, queries: list[str], k: int) -> list[list[str]]:
         """Top ``k`` doc ids of each query, best first."""
+        return [[doc for doc, _ in row] for row in self.search_scored(queries, k)]
+
+    def search_scored(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
+        """Top ``k`` (doc id, BM25 score) of each query, best first."""
         import bm25s
 
         tokens = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
         k = min(k, len(self.doc_ids))
-        results, _scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return [[self.doc_ids[int(i)] for i in row] for row in results]
+        results, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return [
+            [(self.doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True)]
+            for row, row_scores in zip(results, scores, strict=True)
+        ]
 
 
 def build_bm25(corpus: dict[str, str]) -> Bm25Index:
