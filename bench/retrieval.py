@@ -224,12 +224,13 @@ def tune_bm25(
     :class:`Bm25Index` the collections use. Chunks are near-uniform in length, so the length normalisation that
     suits whole documents (``b=0.75``) is often too strong for them."""
     doc_of = np.array([c.document_id for c in chunks])
+    texts = [c.text for c in chunks]
     grid: dict[str, float] = {}
     best = Bm25Settings()
     for k1 in (0.9, 1.2, 1.5, 2.0):
         for b in (0.3, 0.4, 0.5, 0.6, 0.75):
             params = Bm25Settings(k1=k1, b=b)
-            index = Bm25Index.build([c.text for c in chunks], params)
+            index = Bm25Index.build(texts, params)
             total = 0.0
             for qid in tune_ids:
                 scores = index.scores(queries[qid])
