@@ -1,5 +1,5 @@
 """Retrieval benchmark on a BEIR dataset: quality per mode, query latency at 5k docs and at 100k chunks,
-ingestion throughput against raw ``SentenceTransformer.encode``.
+ingestion throughput against raw ``SentenceTransformer.encode``, and the same for ``int8`` collections.
 
     .venv/bin/python bench/retrieval.py [--dataset DIR] [--qrels FILE] [--reranker PATH] [--embedder PATH]
 
@@ -51,6 +51,8 @@ MODES = ["bm25", "dense", "hybrid_rrf", "hybrid_weighted", "hybrid_rerank"]
 console = Console()
 ONLY_5K: dict[str, dict[str, float]] = {}
 ONLY_100K: dict[str, dict[str, float]] = {}
+INT8_QUALITY: dict[str, dict[str, float]] = {}
+"""Quality of the off-the-shelf modes on a collection embedded with ``embedding_precision="int8"``."""
 QUERY_VECTORS: dict[str, np.ndarray] = {}
 """Query embeddings computed once in a batch for the quality passes (latency passes embed each query)."""
 logger = logging.getLogger("bench.retrieval")
@@ -349,7 +351,10 @@ def encode_cached(
 ) -> dict[str, np.ndarray]:
     """Chunk vectors of ``spec``'s embedder, cached across runs (encoding the corpus takes minutes here)."""
     model_path = resolve_model(spec.embedding_model, ModelSettings())
-    cache_path = cache_file(model_path, f"{dataset.resolve()}|{spec.chunking.model_dump_json()}")
+    tag = f"{dataset.resolve()}|{spec.chunking.model_dump_json()}"
+    if spec.embedding_precision != "float32":
+        tag += f"|{spec.embedding_precision}"
+    cache_path = cache_file(model_path, tag)
     cache = load_cache(cache_path)
     missing = [c for c in chunks if c.id not in cache]
     if missing:
@@ -441,7 +446,8 @@ def tuned_pipeline(
 
 
 def ingest_throughput(service: RetrievalService, chunks: list[Chunk], model_path: str) -> dict[str, float]:
-    """Same chunks, side by side: the full ingest path (encode + Qdrant + index rebuild) vs ``encode`` alone."""
+    """Same chunks, side by side: the full ingest path (encode + Qdrant + index rebuild) vs ``encode`` alone, and
+    the ingest path of an ``int8`` collection."""
     from sentence_transformers import SentenceTransformer
 
     texts = [c.text for c in chunks]
@@ -455,10 +461,37 @@ def ingest_throughput(service: RetrievalService, chunks: list[Chunk], model_path
     start = time.perf_counter()
     report = service.ingest("throughput", docs)
     ingest_s = time.perf_counter() - start
+    spec8 = service.create_collection("throughput_int8", embedding_precision="int8")
+    service.embedder(spec8).encode(texts[:64])  # load and warm it outside the timing, like the others
+    start = time.perf_counter()
+    report8 = service.ingest("throughput_int8", docs)
+    ingest8_s = time.perf_counter() - start
     return {
         "chunks": report.chunks_added,
         "ingest_chunks_per_s": round(report.chunks_added / ingest_s, 1),
         "raw_encode_chunks_per_s": round(len(texts) / raw_s, 1),
+        "ingest_int8_chunks_per_s": round(report8.chunks_added / ingest8_s, 1),
+    }
+
+
+def int8_quality(
+    service: RetrievalService,
+    docs: list[Document],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    eval_ids: list[str],
+    tuned: dict[str, Any],
+    bm25: Bm25Settings,
+    dataset: Path,
+) -> dict[str, dict[str, float]]:
+    """The off-the-shelf modes again on the corpus embedded (documents and queries) by the int8 embedder."""
+    spec = service.create_collection("corpus_int8", bm25=bm25, embedding_precision="int8")
+    chunks = service.chunk_documents(spec, docs)
+    service.ingest("corpus_int8", docs, vectors=encode_cached(service, spec, chunks, dataset))
+    vectors = dict(zip(eval_ids, service.embedder(spec).encode([queries[q] for q in eval_ids]), strict=True))
+    return {
+        m: evaluate(service, "corpus_int8", queries, qrels, eval_ids, vectors, **mode_options(m, tuned))
+        for m in ("dense", "hybrid_rrf", "hybrid_weighted")
     }
 
 
@@ -579,6 +612,8 @@ def main() -> None:
             ONLY_5K[m] = latencies(service, "corpus", lat_texts, lat_vecs, **mode_options(m, tuned))
             console.print(f"{m}: {quality[m]} {lat_5k[m]}")
 
+        INT8_QUALITY.update(int8_quality(service, docs, queries, qrels, eval_ids, tuned, bm25, args.dataset))
+        console.print(f"int8 embedder: {INT8_QUALITY}")
         throughput: dict[str, float] = {}
         pipeline_info: dict[str, Any] = {"status": "pending (trained and measured last)"}
         report(
@@ -729,6 +764,18 @@ def report(
         )
         if throughput
         else None,
+        "ingest_int8_chunks_per_s": throughput.get("ingest_int8_chunks_per_s"),
+        "ingest_int8_vs_raw_encode": round(
+            throughput["ingest_int8_chunks_per_s"] / throughput["raw_encode_chunks_per_s"], 3
+        )
+        if throughput
+        else None,
+        "ndcg@10_int8": {m: v["ndcg@10"] for m, v in INT8_QUALITY.items()},
+        "ndcg@10_int8_minus_float32": {
+            m: round(v["ndcg@10"] - quality[m]["ndcg@10"], 4) for m, v in INT8_QUALITY.items()
+        },
+        "int8_note": "embedding_precision=int8: the same embedder with PyTorch dynamic int8 linear layers, "
+        "documents and queries; quality on the evaluation half with the tuning half's BM25 and fusion",
         "throughput_note": f"the same {throughput.get('chunks')} corpus chunks: full ingest (chunk, encode, Qdrant write, "
         "index rebuild) vs SentenceTransformer.encode alone, same batch size, one after the other",
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
@@ -758,7 +805,9 @@ def report(
     console.print(table)
     console.print(
         f"ingest {payload['ingest_chunks_per_s']} chunks/s vs raw encode {payload['raw_encode_chunks_per_s']} "
-        f"chunks/s = {payload['ingest_vs_raw_encode']}; wrote {path}"
+        f"chunks/s = {payload['ingest_vs_raw_encode']}; int8 ingest {payload['ingest_int8_chunks_per_s']} "
+        f"chunks/s = {payload['ingest_int8_vs_raw_encode']}; int8 nDCG@10 - float32: "
+        f"{payload['ndcg@10_int8_minus_float32']}; wrote {path}"
     )
 
 

@@ -20,7 +20,7 @@ from retrieval.chunking import Chunker, TokenMeter
 from retrieval.errors import InvalidDocumentError, InvalidSearchError
 from retrieval.models import Embedder, Reranker, load_embedder, load_reranker
 from retrieval.search import SearchQuery
-from retrieval.settings import Bm25Settings, ChunkingSettings, RetrievalSettings
+from retrieval.settings import Bm25Settings, ChunkingSettings, EmbeddingPrecision, RetrievalSettings
 from retrieval.store import ChunkStore, CollectionSpec, open_store
 from retrieval.store.base import check_name
 from retrieval.types import Chunk, Document, Hit, IngestReport
@@ -56,7 +56,7 @@ class RetrievalService:
 
     # -- models ------------------------------------------------------------------------------------------
     def embedder(self, spec: CollectionSpec) -> Embedder:
-        return load_embedder(spec.embedding_model, self.models)
+        return load_embedder(spec.embedding_model, self.models, spec.embedding_precision)
 
     @property
     def reranker(self) -> Reranker | None:
@@ -81,19 +81,25 @@ class RetrievalService:
         embedding_model: str | None = None,
         chunking: ChunkingSettings | None = None,
         bm25: Bm25Settings | None = None,
+        embedding_precision: EmbeddingPrecision | None = None,
     ) -> CollectionSpec:
         check_name(name)
         model = embedding_model or self.settings.embedding_model or self.models.embedding_model
-        embedder = load_embedder(model, self.models)
+        precision = embedding_precision or self.settings.embedding_precision
+        embedder = load_embedder(model, self.models, precision)
         spec = CollectionSpec(
             name=name,
             embedding_model=model,
             dimension=embedder.dimension,
+            embedding_precision=precision,
             chunking=chunking or self.settings.chunking,
             bm25=bm25 or self.settings.bm25,
         )
         self.store.create(spec)
-        logger.info("created collection", extra={"collection": name, "embedding_model": model})
+        logger.info(
+            "created collection",
+            extra={"collection": name, "embedding_model": model, "embedding_precision": precision},
+        )
         return spec
 
     def ensure_collection(self, name: str) -> CollectionSpec:

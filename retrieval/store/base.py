@@ -21,7 +21,7 @@ from retrieval.errors import (
     StoreBusyError,
 )
 from retrieval.filters import MetadataFilter
-from retrieval.settings import Bm25Settings, ChunkingSettings, RetrievalSettings
+from retrieval.settings import Bm25Settings, ChunkingSettings, EmbeddingPrecision, RetrievalSettings
 from retrieval.types import Chunk
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class CollectionSpec(BaseModel):
     name: str
     embedding_model: str
     dimension: int
+    embedding_precision: EmbeddingPrecision = "float32"
+    """Documents and queries are embedded at the same precision (specs written before it existed: float32)."""
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     bm25: Bm25Settings = Field(default_factory=Bm25Settings)
     created_at: float = Field(default_factory=time.time)

@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from retrieval.filters import parse_filter
 from retrieval.search import SearchQuery
 from retrieval.service import CollectionInfo
-from retrieval.settings import Bm25Settings, ChunkingSettings, FusionName, SearchSettings
+from retrieval.settings import (
+    Bm25Settings,
+    ChunkingSettings,
+    EmbeddingPrecision,
+    FusionName,
+    SearchSettings,
+)
 from retrieval.types import Hit, IngestReport
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -21,6 +27,8 @@ class CollectionCreate(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     embedding_model: str | None = None
     """Catalog name or local directory; default ``retrieval.embedding_model`` / ``models.embedding_model``."""
+    embedding_precision: EmbeddingPrecision | None = None
+    """``float32`` or ``int8`` (faster on CPU); default ``retrieval.embedding_precision``."""
     chunking: ChunkingSettings | None = None
     bm25: Bm25Settings | None = None
 
@@ -30,6 +38,7 @@ class CollectionPublic(BaseModel):
     name: str
     embedding_model: str
     dimension: int
+    embedding_precision: EmbeddingPrecision
     chunking: ChunkingSettings
     bm25: Bm25Settings
     documents: int
@@ -43,6 +52,7 @@ class CollectionPublic(BaseModel):
             name=spec.name,
             embedding_model=spec.embedding_model,
             dimension=spec.dimension,
+            embedding_precision=spec.embedding_precision,
             chunking=spec.chunking,
             bm25=spec.bm25,
             documents=info.documents,

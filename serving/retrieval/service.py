@@ -93,6 +93,7 @@ class RetrievalGateway:
                 self.service.create_collection,
                 body.name,
                 embedding_model=body.embedding_model,
+                embedding_precision=body.embedding_precision,
                 chunking=body.chunking,
                 bm25=body.bm25,
             )

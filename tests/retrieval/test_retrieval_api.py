@@ -74,6 +74,7 @@ def test_collection_lifecycle_and_search(client: TestClient) -> None:
     )
     assert r.status_code == 201, r.text
     assert r.json()["embedding_model"] == "all-minilm-l6-v2" and r.json()["documents"] == 0
+    assert r.json()["embedding_precision"] == "float32"
     _error(client.post("/v1/collections", json={"name": "kb"}, headers=ADMIN), 409)
     _error(client.post("/v1/collections", json={"name": "other"}, headers=USER), 403)
 
@@ -226,6 +227,12 @@ def test_bad_requests(client: TestClient, small: str) -> None:
         ),
         413,
     )
+    err = _error(
+        client.post("/v1/collections", json={"name": "half", "embedding_precision": "fp16"}, headers=ADMIN),
+        400,
+    )
+    assert err["param"] == "embedding_precision"
+    _error(client.get("/v1/collections/half", headers=USER), 404)  # nothing was created
     _error(client.post("/v1/retrieve", json={"collection": small, "query": "x"}), 401)
     _error(client.delete(f"/v1/collections/{small}", headers=USER), 403)
     assert client.get(f"/v1/collections/{small}", headers=USER).json()["documents"] == 1

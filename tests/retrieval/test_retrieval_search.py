@@ -52,6 +52,36 @@ def test_relevant_documents_rank_in_top_10(
     assert found >= int(0.8 * len(scifact.queries)), f"{mode}/{fusion}: {found}/{len(scifact.queries)}"
 
 
+def test_int8_collection_ranks_like_float32(
+    service: RetrievalService, scifact_collection: str, scifact: SciFactSubset, tmp_path: Path
+) -> None:
+    """An ``int8`` collection embeds documents and queries with the quantized embedder and ranks about as well."""
+    import torch
+
+    spec = service.create_collection("scifact_int8", embedding_precision="int8")
+    service.ingest("scifact_int8", scifact.documents)
+    assert service.describe("scifact_int8").spec.embedding_precision == "int8"
+    int8, fp32 = service.embedder(spec), service.embedder(service.describe(scifact_collection).spec)
+    assert int8 is not fp32 and int8.precision == "int8"
+    linears = [m for m in int8.model.modules() if "quantized" in type(m).__module__]
+    assert linears and not any(type(m) is torch.nn.Linear for m in int8.model.modules())
+    texts = list(scifact.queries.values())
+    cosine = (int8.encode(texts) * fp32.encode(texts)).sum(axis=1)
+    assert float(cosine.min()) > 0.9 and float(cosine.max()) < 0.9999  # close, but really a different model
+
+    found = {"int8": 0, "float32": 0}
+    overlap = 0
+    for qid, text in scifact.queries.items():
+        top8 = _top_docs(service, "scifact_int8", text, "dense", "rrf")
+        top32 = _top_docs(service, scifact_collection, text, "dense", "rrf")
+        found["int8"] += bool(scifact.qrels[qid] & set(top8))
+        found["float32"] += bool(scifact.qrels[qid] & set(top32))
+        overlap += len(set(top8) & set(top32))
+    assert found["int8"] >= found["float32"] - 1, found
+    assert overlap >= 0.7 * 10 * len(scifact.queries)
+    service.delete_collection("scifact_int8")
+
+
 def test_hits_carry_every_stage_score(
     service: RetrievalService, scifact_collection: str, scifact: SciFactSubset
 ) -> None:
