@@ -228,7 +228,7 @@ def tune_bm25(
     doc_of = np.array([c.document_id for c in chunks])
     texts = [c.text for c in chunks]
     grid: dict[str, float] = {}
-    best = Bm25Settings()
+    best, best_score = Bm25Settings(), -1.0
     for k1 in (0.9, 1.2, 1.5, 2.0):
         for b in (0.3, 0.4, 0.5, 0.6, 0.75):
             params = Bm25Settings(k1=k1, b=b)
@@ -238,9 +238,9 @@ def tune_bm25(
                 scores = index.scores(queries[qid])
                 top = np.argsort(-scores, kind="stable")[:300]
                 total += ndcg10(list(dict.fromkeys(doc_of[top].tolist())), qrels[qid])
-            grid[f"k1={k1},b={b}"] = round(total / len(tune_ids), 4)
-            if grid[f"k1={k1},b={b}"] > grid.get(f"k1={best.k1},b={best.b}", -1.0):
-                best = params
+            score = grid[f"k1={k1},b={b}"] = round(total / len(tune_ids), 4)
+            if score > best_score:
+                best, best_score = params, score
     return best, grid
 
 
@@ -720,6 +720,10 @@ def report(
     n_latency: int,
 ) -> None:
     modes = [m for m in [*MODES, "dense_tuned", "hybrid_tuned"] if m in quality]
+
+    def vs_raw_encode(key: str) -> float | None:
+        return round(throughput[key] / throughput["raw_encode_chunks_per_s"], 3) if throughput else None
+
     payload: dict[str, Any] = {
         "dataset": str(args.dataset),
         "qrels": str(args.qrels),
@@ -759,17 +763,9 @@ def report(
         f"100k = synthetic scale-up of {args.scale} chunks (real chunks recombined, vectors jittered)",
         "ingest_chunks_per_s": throughput.get("ingest_chunks_per_s"),
         "raw_encode_chunks_per_s": throughput.get("raw_encode_chunks_per_s"),
-        "ingest_vs_raw_encode": round(
-            throughput["ingest_chunks_per_s"] / throughput["raw_encode_chunks_per_s"], 3
-        )
-        if throughput
-        else None,
+        "ingest_vs_raw_encode": vs_raw_encode("ingest_chunks_per_s"),
         "ingest_int8_chunks_per_s": throughput.get("ingest_int8_chunks_per_s"),
-        "ingest_int8_vs_raw_encode": round(
-            throughput["ingest_int8_chunks_per_s"] / throughput["raw_encode_chunks_per_s"], 3
-        )
-        if throughput
-        else None,
+        "ingest_int8_vs_raw_encode": vs_raw_encode("ingest_int8_chunks_per_s"),
         "ndcg@10_int8": {m: v["ndcg@10"] for m, v in INT8_QUALITY.items()},
         "ndcg@10_int8_minus_float32": {
             m: round(v["ndcg@10"] - quality[m]["ndcg@10"], 4) for m, v in INT8_QUALITY.items()
