@@ -12,7 +12,7 @@ export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup models demo test test-fast lint typecheck check bench lock clean
+.PHONY: setup models demo test test-services test-fast lint typecheck check bench lock clean
 
 setup:  ## virtualenv (cached in $(RAGSWAP_HOME)) + project install
 	@bash scripts/bootstrap.sh
@@ -31,7 +31,10 @@ typecheck: setup
 
 check: lint typecheck  ## quality gates CI runs before the tests
 
-test: models  ## the whole test suite (real models, real vLLM engine)
+test-services:  ## system packages the tests need (Debian's chromium for the browser tests)
+	@bash scripts/test_services.sh
+
+test: models test-services  ## the whole test suite (real models, real vLLM engine, PostgreSQL, Chromium)
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: models  ## everything that does not start a vLLM engine
