@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -25,12 +26,6 @@ def machine() -> dict[str, Any]:
         )
     except (OSError, StopIteration):
         cpu = platform.processor()
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
         "cpu": cpu,
@@ -38,9 +33,45 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_gib, 1),
         "python": platform.python_version(),
         "gpu": None,
-        "commit": commit,
+        **provenance(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+CODE_PACKAGES = ("ragswap", "serving", "retrieval", "training", "eval", "bench")
+"""Source folders whose content a result depends on (hashed into ``code_sha256``)."""
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def code_sha256() -> str:
+    """sha256 over the tracked (and untracked, not ignored) Python sources of the product and the benches, as
+    they are in the working tree: two results with the same value were produced by the same code."""
+    listed = _git("ls-files", "--cached", "--others", "--exclude-standard", "--", *CODE_PACKAGES)
+    digest = hashlib.sha256()
+    for rel in sorted(set(listed.splitlines())):
+        path = REPO / rel
+        if rel.endswith(".py") and path.is_file():
+            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def provenance() -> dict[str, Any]:
+    """``commit`` (HEAD), ``dirty`` (uncommitted changes outside ``bench/results``) and ``code_sha256``.
+
+    Call it when the bench starts, before any result is written: a committed result is trustworthy only with
+    ``dirty: false``, and ``code_sha256`` ties it to the exact sources even when the commit moved on.
+    """
+    status = _git("status", "--porcelain", "--untracked-files=normal")
+    dirty = [line for line in status.splitlines() if line[3:] and not line[3:].startswith("bench/results/")]
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(dirty), "code_sha256": code_sha256()}
 
 
 def percentile(values: list[float], q: float) -> float:
