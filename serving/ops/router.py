@@ -8,7 +8,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import MetricsDep, PoolDep
+from serving.deps import ApiKeyDep, MetricsDep, PoolDep
+from serving.ops.protocol import ReplicaList, ReplicaPublic
 
 router = APIRouter(tags=["operations"])
 
@@ -37,6 +38,29 @@ async def ready(pool: PoolDep) -> JSONResponse:
     return JSONResponse(
         status_code=200 if is_ready else 503,
         content={"status": "ready" if is_ready else "not_ready", "replicas": replicas},
+    )
+
+
+@router.get("/v1/replicas", response_model=ReplicaList)
+async def list_replicas(_: ApiKeyDep, pool: PoolDep) -> ReplicaList:
+    """Every engine replica with its state and the adapters it holds (needs an API key: URLs are internal)."""
+    return ReplicaList(
+        data=[
+            ReplicaPublic(
+                replica=r.index,
+                url=r.url,
+                state="ready" if r.ready else "syncing" if r.healthy else "unhealthy",
+                healthy=r.healthy,
+                ready=r.ready,
+                outstanding=r.outstanding,
+                adapters=sorted(r.loaded),
+                failed_adapters=dict(r.failed_adapters),
+                restarts=r.restarts,
+                embedded=r.process is not None,
+                error=r.last_error,
+            )
+            for r in pool.replicas
+        ]
     )
 
 

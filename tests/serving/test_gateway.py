@@ -183,3 +183,13 @@ def test_ops_endpoints(gateway, client: OpenAI) -> None:
     assert f'ragswap_requests_total{{endpoint="chat",model="{BASE}",stream="false"}}' in metrics
     assert "ragswap_tokens_total" in metrics and "ragswap_time_to_first_token_seconds" in metrics
     assert "x-request-id" in httpx.get(f"{gateway.url}/health").headers
+
+
+def test_replicas_endpoint_needs_a_key_and_lists_state(gateway) -> None:
+    assert httpx.get(f"{gateway.url}/v1/replicas").status_code == 401
+    resp = httpx.get(f"{gateway.url}/v1/replicas", headers=gateway.headers())
+    assert resp.status_code == 200
+    (replica,) = resp.json()["data"]
+    assert replica["state"] == "ready" and replica["ready"] and replica["healthy"]
+    assert replica["url"] == gateway.settings.engine.urls[0] and replica["embedded"] is False
+    assert isinstance(replica["adapters"], list) and replica["restarts"] == 0

@@ -1,0 +1,37 @@
+"""Bodies of the operations endpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ReplicaStateName = Literal["ready", "syncing", "unhealthy"]
+
+
+class ReplicaPublic(BaseModel):
+    """One engine replica as this gateway sees it."""
+
+    object: Literal["replica"] = "replica"
+    replica: int
+    url: str
+    state: ReplicaStateName
+    """``ready`` serves requests; ``syncing`` answers but the registry is not applied yet; ``unhealthy`` is down,
+    starting or unreachable."""
+    healthy: bool
+    ready: bool
+    outstanding: int
+    """Requests this gateway has in flight on it."""
+    adapters: list[str] = Field(default_factory=list)
+    """Engine LoRA names it reported holding at the last probe (``name@version``)."""
+    failed_adapters: dict[str, str] = Field(default_factory=dict)
+    """Registered adapters it could not load, with the reason."""
+    restarts: int
+    embedded: bool
+    """Started and supervised by this gateway (else an external ``engine.urls`` replica)."""
+    error: str | None = None
+
+
+class ReplicaList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ReplicaPublic]
