@@ -20,6 +20,7 @@ from typing import Any
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 _EXPORTS = {
+    "ALL_METRICS": "eval.settings",
     "EvalSettings": "eval.settings",
     "load_dataset": "eval.dataset",
     "DatasetError": "eval.dataset",

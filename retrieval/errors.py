@@ -36,5 +36,9 @@ class InvalidSearchError(RetrievalError):
     """Search options that cannot be honoured, e.g. reranking with no reranker configured (400)."""
 
 
+class ModelLoadError(RetrievalError):
+    """A model name or directory that does not hold a loadable model (400)."""
+
+
 class StoreBusyError(RetrievalError):
     """The embedded store is held open by another process."""

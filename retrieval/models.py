@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragswap.model_store import ModelSettings, resolve_model
+from ragswap.model_store import ModelSettings, ModelStoreError, resolve_model
+from retrieval.errors import ModelLoadError
 from retrieval.settings import EmbeddingPrecision
 
 if TYPE_CHECKING:
@@ -74,14 +75,29 @@ class Reranker:
 
 
 def load_embedder(name: str, models: ModelSettings, precision: EmbeddingPrecision = "float32") -> Embedder:
-    """The embedder for a catalog name or directory at a precision, shared by every collection that uses it."""
-    path = resolve_model(name, models)
+    """The embedder for a catalog name or directory at a precision, shared by every collection that uses it.
+
+    Raises:
+        ModelLoadError: ``name`` is neither a prepared catalog model nor a directory sentence-transformers loads
+            (a file, a non-model directory, a hub id while offline).
+    """
+    try:
+        path = resolve_model(name, models)
+    except ModelStoreError as exc:
+        raise ModelLoadError(str(exc), param="embedding_model") from exc
     with _lock:
         if (path, precision) not in _embedders:
             from sentence_transformers import SentenceTransformer
 
             logger.info("loading embedder", extra={"model": path, "precision": precision})
-            model = SentenceTransformer(path, device="cpu")
+            try:
+                model = SentenceTransformer(path, device="cpu")
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"embedding model {name!r} cannot be loaded: it is neither a prepared catalog model nor a "
+                    "local sentence-transformers directory",
+                    param="embedding_model",
+                ) from exc
             if precision == "int8":
                 quantize_int8(model)
             _embedders[path, precision] = Embedder(model, name, precision)

@@ -70,6 +70,7 @@ async def _core_lifespan(app: FastAPI) -> AsyncIterator[None]:
 def build_app(settings: Settings) -> FastAPI:
     """The gateway for ``settings``; nothing starts until the ASGI lifespan runs (uvicorn, TestClient)."""
     from serving.middleware import install_middleware
+    from serving.openapi import install_openapi
 
     modules = _modules()
 
@@ -96,4 +97,5 @@ def build_app(settings: Settings) -> FastAPI:
     install_middleware(app)
     for module in modules:
         module.attach_router(app)
+    install_openapi(app)
     return app

@@ -20,16 +20,18 @@ from serving.engine.pool import EnginePool
 from serving.errors import ForbiddenError, UnauthorizedError
 from serving.ops.metrics import GatewayMetrics
 from serving.proxy import EngineProxy
+from serving.settings import TokenLimits
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: ``key_hint`` is safe to log (never the key itself)."""
+    """Who is calling: ``key_hint`` is safe to log (never the key itself); ``limits`` bound its completions."""
 
     key_hint: str
     admin: bool
+    limits: TokenLimits
 
 
 def get_settings(request: Request) -> Settings:
@@ -58,7 +60,7 @@ def require_api_key(
     api_keys = [k.get_secret_value() for k in server.api_keys]
     admin_keys = [k.get_secret_value() for k in server.admin_keys]
     if not api_keys and not admin_keys:
-        return Principal(key_hint="anonymous", admin=True)
+        return Principal(key_hint="anonymous", admin=True, limits=server.token_limits())
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise UnauthorizedError(
             "missing API key: send it as `Authorization: Bearer <key>`", code="missing_api_key"
@@ -66,9 +68,9 @@ def require_api_key(
     token = credentials.credentials
     hint = f"…{token[-4:]}" if len(token) >= 8 else "…"
     if _matches(token, admin_keys):
-        return Principal(key_hint=hint, admin=True)
+        return Principal(key_hint=hint, admin=True, limits=server.token_limits(token))
     if _matches(token, api_keys):
-        return Principal(key_hint=hint, admin=False)
+        return Principal(key_hint=hint, admin=False, limits=server.token_limits(token))
     raise UnauthorizedError("invalid API key", code="invalid_api_key")
 
 

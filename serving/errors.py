@@ -1,31 +1,41 @@
-"""Domain exceptions and the one place that renders every error as OpenAI's error JSON.
+"""The gateway's error taxonomy and the one place that renders every error as OpenAI's error JSON.
 
-Services raise the exceptions below; they never build responses. :func:`install_error_handlers` turns them,
-``HTTPException`` and request validation errors into ``{"error": {"message", "type", "param", "code"}}`` with a
-4xx status for client mistakes. Anything unexpected is logged and answered with a 500 of the same shape, without
-a traceback. :func:`sse_error` renders the same shape as a server-sent event for errors in the middle of a stream.
+Services raise the domain exceptions below; they never build responses. :func:`as_gateway_error` maps anything a
+request can fail with onto the taxonomy: route-level failures (unknown path → 404, undeclared method → 405 with
+``Allow``), parse-level ones (invalid or non-UTF-8 JSON, a body that is not JSON → 400/415, a broken multipart
+body → 400), validation errors (400 naming the field in ``param``), domain errors, and anything unexpected (500).
+:func:`error_response` renders one as ``{"error": {"message", "type", "param", "code"}}``; the exception handlers
+installed by :func:`install_error_handlers` and :class:`serving.middleware.GatewayMiddleware` (which catches what
+no handler did, so a 500 still carries ``x-request-id``, is logged with its traceback and counted) both use it.
+:func:`sse_error` renders the same shape as a server-sent event for failures in the middle of a stream.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
 
 class ErrorInfo(BaseModel):
     message: str
+    """What went wrong and, where it helps, what to do about it."""
     type: str
+    """OpenAI's error class: ``invalid_request_error``, ``authentication_error``, ``permission_error``, ..."""
     param: str | None = None
+    """The request field at fault (dotted for nested ones, e.g. ``messages.0.role``), when there is one."""
     code: str | int | None = None
+    """A stable machine-readable reason, e.g. ``model_not_found``."""
 
 
 class ErrorResponse(BaseModel):
@@ -48,11 +58,16 @@ class GatewayError(Exception):
         code: str | int | None = None,
         status_code: int | None = None,
         type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})
+        self.metric_labels: tuple[str, str] | None = None
+        """``(endpoint, model)`` for ``ragswap_request_errors_total`` when the raiser knows them better than the
+        route (the proxy: the resolved adapter name)."""
         if status_code is not None:
             self.status_code = status_code
         if type is not None:
@@ -73,6 +88,10 @@ class UnauthorizedError(GatewayError):
     status_code = 401
     type = "authentication_error"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
+
 
 class ForbiddenError(GatewayError):
     status_code = 403
@@ -82,6 +101,13 @@ class ForbiddenError(GatewayError):
 class NotFoundError(GatewayError):
     status_code = 404
     type = "not_found_error"
+
+
+class MethodNotAllowedError(GatewayError):
+    """The path exists, the method does not; ``Allow`` lists the methods it has."""
+
+    status_code = 405
+    type = "invalid_request_error"
 
 
 class ConflictError(GatewayError):
@@ -94,6 +120,20 @@ class PayloadTooLargeError(GatewayError):
     type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(GatewayError):
+    """The body is not in a format the endpoint reads (e.g. not ``application/json``)."""
+
+    status_code = 415
+    type = "invalid_request_error"
+
+
+class UnprocessableError(GatewayError):
+    """Well-formed but not evaluable (retrieval's metadata filters)."""
+
+    status_code = 422
+    type = "invalid_request_error"
+
+
 class EngineError(GatewayError):
     """An engine replica failed or could not be reached (not the client's fault)."""
 
@@ -102,87 +142,216 @@ class EngineError(GatewayError):
 
 
 class ServiceUnavailableError(GatewayError):
-    """No engine replica is ready yet (starting, or all down)."""
+    """No engine replica is ready (starting, restarting, or all down): retry shortly."""
 
     status_code = 503
     type = "service_unavailable_error"
 
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after_s))
 
-_HTTP_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
+
+class InternalError(GatewayError):
+    """A bug: logged with its traceback, answered without one."""
+
+    status_code = 500
+    type = "server_error"
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (access log, error metric) for a request whose client went away before the answer; nothing
+is sent (nginx's convention)."""
+
+
+# ---- mapping anything onto the taxonomy ------------------------------------------------------------------------
+
+_BY_STATUS: dict[int, type[GatewayError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: UnprocessableError,
+    502: EngineError,
+    503: ServiceUnavailableError,
 }
+_LOC_PREFIXES = frozenset({"body", "query", "path", "header", "cookie"})
+_JSON_MEDIA = ("application/json",)
 
 
-def error_json(status_code: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content=body.model_dump(), headers=headers)
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names the union member an error came from in the location: ("stop", "list[str]", 0), or
+    # ("x", "function-after[_check(), str]"); they are not fields the client sent.
+    return isinstance(part, str) and (
+        any(c in part for c in "[](),") or part in {"str", "int", "float", "bool"}
+    )
 
 
-def _loc_to_param(loc: Sequence[Any]) -> str | None:
-    # ("body", "messages", 0, "content") -> "messages.0.content"; the "body"/"query" prefix says nothing useful.
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+def loc_to_param(loc: Sequence[Any]) -> str | None:
+    """``("body", "messages", 0, "content")`` → ``"messages.0.content"``; ``None`` for the body as a whole."""
+    parts = list(loc)
+    if parts and parts[0] in _LOC_PREFIXES:
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts if not _is_union_tag(p)) or None
 
 
-def validation_error(exc: RequestValidationError) -> GatewayError:
-    """A 400 naming the first invalid parameter (OpenAI answers bad parameters with 400, not 422)."""
-    errors = exc.errors()
+def _is_json(request: Request | None) -> bool:
+    if request is None:
+        return True
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type in _JSON_MEDIA or content_type.endswith("+json")
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def validation_error(
+    errors: Sequence[Any], request: Request | None = None, body_model: type[BaseModel] | None = None
+) -> GatewayError:
+    """One error naming the first problem of a pydantic/FastAPI validation (OpenAI answers 400, not 422).
+
+    Args:
+        errors: ``RequestValidationError.errors()`` or ``ValidationError.errors()``.
+        request: the request, to tell a wrong content type (415) from a wrong JSON value (400).
+        body_model: the body's model: its field names suggest the intended one for a misspelt field, and its
+            ``unsupported`` class attribute (name → reason) explains fields refused on purpose.
+    """
     if not errors:
-        return BadRequestError("invalid request")
+        return BadRequestError("invalid request", code="invalid_request")
     first = errors[0]
-    param = _loc_to_param(first.get("loc", ()))
-    msg = str(first.get("msg", "invalid value"))
-    message = f"{param}: {msg}" if param else msg
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return BadRequestError(message, param=param, code=str(first.get("type", "invalid_value")))
+    loc = tuple(first.get("loc", ()))
+    kind = str(first.get("type", "invalid_value"))
+    ctx = first.get("ctx") or {}
+    param = loc_to_param(loc)
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if kind == "json_invalid":
+        detail = ctx.get("error") or "invalid JSON"
+        position = loc[1] if len(loc) > 1 else None
+        where = f" at position {position}" if isinstance(position, int) else ""
+        return BadRequestError(
+            f"We could not parse the JSON body of your request: {detail}{where}", code="invalid_json"
+        )
+    if loc and loc[0] == "body" and param is None:
+        if kind == "missing":
+            return BadRequestError("the request body is missing: send a JSON object", code="missing_body")
+        if kind == "value_error":  # a check across fields; by convention its message starts with "field: "
+            msg = str(ctx.get("error") or first.get("msg"))
+            head = msg.split(":", 1)[0]
+            fields = body_model.model_fields if body_model is not None else {}
+            named = head if head.split(".", 1)[0] in fields else None
+            return BadRequestError(msg + suffix, param=named, code="invalid_value")
+        if not _is_json(request):
+            return UnsupportedMediaTypeError(
+                "the request body must be JSON: send it with `Content-Type: application/json`",
+                code="unsupported_media_type",
+            )
+        return BadRequestError(
+            f"the request body must be a JSON object: {first.get('msg', 'invalid value')}",
+            code="invalid_body",
+        )
+    if kind == "extra_forbidden":
+        top_level = len(loc) == 2 and loc[0] == "body"
+        name = str(loc[-1]) if loc else "?"
+        unsupported: dict[str, str] = getattr(body_model, "unsupported", {}) if top_level else {}
+        if name in unsupported:
+            return BadRequestError(
+                f"{name} is not supported by this gateway: {unsupported[name]}",
+                param=param,
+                code="unsupported_parameter",
+            )
+        known = body_model.model_fields if top_level and body_model is not None else ()
+        message = f"Unrecognized request argument supplied: {param}{_suggest(name, known)}"
+        return BadRequestError(message + suffix, param=param, code="unknown_parameter")
+    if kind == "value_error" and ctx.get("error") is not None:
+        msg = str(ctx["error"])
+    else:
+        msg = str(first.get("msg", "invalid value"))
+    message = msg if param and msg.startswith(f"{param}:") else f"{param}: {msg}" if param else msg
+    code = "missing_required_parameter" if kind == "missing" else "invalid_value"
+    return BadRequestError(message + suffix, param=param, code=code)
+
+
+def _body_model(request: Request | None) -> type[BaseModel] | None:
+    route = request.scope.get("route") if request is not None else None
+    body_field = getattr(route, "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def as_gateway_error(exc: BaseException, request: Request | None = None) -> GatewayError:
+    """Whatever a request failed with, as a member of the taxonomy (unknown exceptions → 500)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return validation_error(exc.errors(), request, _body_model(request))
+    if isinstance(exc, StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        status = exc.status_code
+        method = request.method if request is not None else ""
+        path = request.url.path if request is not None else ""
+        if status == 404 and exc.detail == "Not Found":
+            return NotFoundError(f"Invalid URL ({method} {path})", code="unknown_url", headers=headers)
+        if status == 405:
+            allowed = headers.get("Allow", headers.get("allow", ""))
+            return MethodNotAllowedError(
+                f"{method} is not allowed on {path}; allowed: {allowed}",
+                code="method_not_allowed",
+                headers=headers,
+            )
+        cls = _BY_STATUS.get(status)
+        if cls is None:
+            cls = BadRequestError if 400 <= status < 500 else InternalError
+            return cls(str(exc.detail), status_code=status, headers=headers)
+        if status == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            return BadRequestError(
+                f"We could not parse the JSON body of your request: it is not valid UTF-8 ({exc.__cause__.reason})",
+                code="invalid_json",
+            )
+        return cls(str(exc.detail), code="invalid_body" if status == 400 else None, headers=headers)
+    return InternalError("internal server error", code="internal_error")
+
+
+# ---- rendering -------------------------------------------------------------------------------------------------
+
+
+def error_response(err: GatewayError) -> JSONResponse:
+    """The one rendering of an error: status, OpenAI body, the error's headers (``Allow``, ``Retry-After``...)."""
+    return JSONResponse(
+        status_code=err.status_code, content=err.to_response().model_dump(), headers=err.headers or None
+    )
+
+
+def error_body(err: GatewayError) -> bytes:
+    """The JSON body of :func:`error_response`, for ASGI code that sends it itself."""
+    return json.dumps(err.to_response().model_dump()).encode()
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error the app can produce in OpenAI's shape."""
+    """Render every error FastAPI/Starlette route to a handler in OpenAI's shape.
 
-    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GatewayError)
-        if exc.status_code >= 500:
-            logger.warning("request failed", extra={"path": request.url.path, "error": exc.message})
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return error_json(exc.status_code, exc.to_response(), headers)
+    Unexpected exceptions are not handled here but in :class:`serving.middleware.GatewayMiddleware`: Starlette
+    would answer them outside every middleware, without request id, access log status or error metric.
+    """
 
-    async def on_http_exception(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        body = ErrorResponse(
-            error=ErrorInfo(
-                message=str(exc.detail), type=_HTTP_TYPES.get(exc.status_code, "server_error"), code=None
-            )
-        )
-        return error_json(exc.status_code, body, dict(exc.headers) if exc.headers else None)
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        err = as_gateway_error(exc, request)
+        if err.status_code >= 500:
+            logger.warning("request failed", extra={"path": request.url.path, "error": err.message})
+        request.state.failed = True  # counted as a failed request by the middleware
+        if err.metric_labels is not None:
+            request.state.metric_labels = err.metric_labels
+        return error_response(err)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        err = validation_error(exc)
-        return error_json(err.status_code, err.to_response())
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", extra={"path": request.url.path})
-        body = ErrorResponse(
-            error=ErrorInfo(message="internal server error", type="server_error", code="internal_error")
-        )
-        return error_json(500, body)
-
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    app.add_exception_handler(GatewayError, on_gateway_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_exception)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(GatewayError, on_error)
+    app.add_exception_handler(StarletteHTTPException, on_error)
+    app.add_exception_handler(RequestValidationError, on_error)
 
 
 def sse_error(exc: GatewayError) -> str:

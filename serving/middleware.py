@@ -1,21 +1,49 @@
-"""ASGI middleware: request ids, request-size limit, one structured log line per request (no prompt text).
+"""ASGI middleware: request ids, request-size limit, the last-resort error answer, one structured log line and the
+error metric per request (no prompt text); and :func:`until_disconnected`, which cancels a handler's work when
+its client goes away.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import PayloadTooLargeError
+from serving.errors import (
+    CLIENT_CLOSED_REQUEST,
+    GatewayError,
+    PayloadTooLargeError,
+    as_gateway_error,
+    error_body,
+)
 
 logger = logging.getLogger("serving.access")
+errors_logger = logging.getLogger("serving.errors")
+T = TypeVar("T")
+
+
+class ClientDisconnectedError(GatewayError):
+    """The client closed the connection before the answer: the work for it was cancelled, nothing is sent."""
+
+    status_code = CLIENT_CLOSED_REQUEST
+    type = "client_closed_request"
+
+
+def endpoint_label(scope: Scope) -> str:
+    """The metrics label of the route a request matched (its name: ``chat``, ``create_adapter``...)."""
+    route = scope.get("route")
+    name = getattr(route, "name", None)
+    return str(name) if name else "unmatched"
 
 
 class GatewayMiddleware:
@@ -29,14 +57,12 @@ class GatewayMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode(errors="replace")[:64] or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         start = time.perf_counter()
         status = {"code": 0}
-        size = (
-            int(headers.get(b"content-length", b"0") or 0)
-            if headers.get(b"content-length", b"").isdigit()
-            else 0
-        )
+        length = headers.get(b"content-length", b"")
+        size = int(length) if length.isdigit() else 0
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -59,41 +85,84 @@ class GatewayMiddleware:
             if size > self.max_body:
                 raise _TooLarge(self.max_body)
             await self.app(scope, receive_wrapper, send_wrapper)
-        except _TooLarge:
-            if not status["code"]:
-                await _send_too_large(send_wrapper, self.max_body)
+        except Exception as exc:
+            # Whatever no exception handler answered: a bug (500, logged with its traceback) or the body limit.
+            err = as_gateway_error(exc)
+            if isinstance(exc, _TooLarge):
+                err = PayloadTooLargeError(str(exc.detail), code="request_too_large")
+            else:
+                errors_logger.exception(
+                    "unhandled error", extra={"request_id": request_id, "path": scope.get("path")}
+                )
+            state["failed"] = True
+            if status["code"]:
+                return  # the response had started (a stream): the connection is cut, nothing more to say
+            await _send_error(send_wrapper, err)
         finally:
+            code = status["code"] or CLIENT_CLOSED_REQUEST
             extra: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope.get("method"),
                 "path": scope.get("path"),
-                "status": status["code"],
+                "status": code,
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
             }
-            extra.update(scope["state"].get("log_extra", {}))
+            extra.update(state.get("log_extra", {}))
             logger.info("request", extra=extra)
+            if state.get("failed") or code == CLIENT_CLOSED_REQUEST:
+                _count_error(scope, state, code)
 
 
-class _TooLarge(HTTPException):
+def _count_error(scope: Scope, state: dict[str, Any], status: int) -> None:
+    app = scope.get("app")
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if metrics is None:  # before the lifespan built them
+        return
+    endpoint, model = state.get("metric_labels") or (endpoint_label(scope), "")
+    metrics.errors.labels(endpoint, model, str(status)).inc()
+
+
+class _TooLarge(StarletteHTTPException):
     """Raised while the body is read; FastAPI re-raises HTTPExceptions, so it renders as an OpenAI-shaped 413."""
 
     def __init__(self, limit: int = 0) -> None:
         super().__init__(status_code=413, detail=f"request body larger than {limit} bytes")
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
-    import json
-
-    err = PayloadTooLargeError(f"request body larger than {limit} bytes", code="request_too_large")
-    body = json.dumps(err.to_response().model_dump()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def _send_error(send: Send, err: GatewayError) -> None:
+    body = error_body(err)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it and raise :class:`ClientDisconnectedError`.
+
+    For handlers that answer with one JSON body after a long wait (a non-streaming completion): cancelling the
+    upstream request closes the engine connection, and vLLM's server aborts the generation when its client goes
+    away. Streams need nothing: Starlette's ``StreamingResponse`` cancels its iterator on disconnect. The body
+    must already be read (FastAPI parsed it), since this consumes what the client sends afterwards.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientDisconnectedError("the client closed the connection; the request was cancelled")
+    return task.result()
 
 
 def install_middleware(app: FastAPI) -> None:

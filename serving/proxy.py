@@ -43,7 +43,48 @@ class EngineProxy:
             self.metrics.tokens.labels(target.label, "completion").inc(usage.get("completion_tokens") or 0)
 
     def _fail(self, endpoint: str, target: Target, exc: GatewayError) -> None:
+        # Counted once, by the middleware, when the error response goes out; these are its labels.
+        exc.metric_labels = (endpoint, target.label)
+
+    def _fail_mid_stream(self, endpoint: str, target: Target, exc: GatewayError) -> None:
+        # The response already started with 200: the middleware cannot see this failure.
         self.metrics.errors.labels(endpoint, target.label, str(exc.status_code)).inc()
+
+    def _transport_error(self, replica: Replica, exc: httpx.HTTPError) -> GatewayError:
+        """What a broken exchange with a replica means for the client: 503 when the replica just died (retry
+        shortly, another replica or its restart will answer), else 502."""
+        if replica.process is not None and not replica.process.running():
+            self.pool.mark_down(replica, "engine process exited")
+            return self.pool.unavailable(f"replica {replica.index} exited while answering")
+        return EngineError(f"replica {replica.index} failed: {exc!r}", code="engine_error")
+
+    async def _send(
+        self, stack: AsyncExitStack, path: str, target: Target, body: dict[str, Any], *, stream: bool
+    ) -> tuple[Replica, httpx.Response]:
+        """Send to a ready replica. One that refuses the connection is down (it died, or an external replica
+        went away): it is marked so at once and the next ready replica is tried; none left → 503."""
+        while True:
+            replica = self.pool.choose(target.engine_model)
+            body["model"] = self._engine_model(target, replica)
+            attempt = AsyncExitStack()
+            await attempt.enter_async_context(self.pool.lease(replica))
+            request = self.pool.http.build_request("POST", f"{replica.url}{path}", json=body)
+            try:
+                resp = await self.pool.http.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                await attempt.aclose()
+                self.pool.mark_down(replica, f"connection failed ({type(exc).__name__})")
+                continue
+            except httpx.HTTPError as exc:
+                await attempt.aclose()
+                raise self._transport_error(replica, exc) from exc
+            except BaseException:
+                await attempt.aclose()
+                raise
+            stack.push_async_callback(attempt.aclose)
+            if stream:
+                stack.push_async_callback(resp.aclose)
+            return replica, resp
 
     async def complete(
         self, endpoint: str, path: str, target: Target, body: dict[str, Any]
@@ -52,13 +93,9 @@ class EngineProxy:
         self.metrics.requests.labels(endpoint, target.label, "false").inc()
         start = time.perf_counter()
         try:
-            replica = self.pool.choose(target.engine_model)
-            body["model"] = self._engine_model(target, replica)
-            async with self.registry.use(target), self.pool.lease(replica):
-                try:
-                    resp = await self.pool.http.post(f"{replica.url}{path}", json=body)
-                except httpx.HTTPError as exc:
-                    raise EngineError(f"replica {replica.index} failed: {exc!r}") from exc
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(self.registry.use(target))
+                _, resp = await self._send(stack, path, target, body, stream=False)
             if resp.status_code != 200:
                 raise engine_error(resp.status_code, resp.content, "engine")
             data: dict[str, Any] = resp.json()
@@ -84,22 +121,15 @@ class EngineProxy:
 
         Args:
             client_usage: the client asked for ``stream_options.include_usage`` (else the usage chunk is dropped).
-            tail: extra chunk fields to send as one last chunk before ``[DONE]`` (e.g. ``{"citations": ...}``).
+            tail: extra chunk fields to send as chunks of their own before the usage chunk and ``[DONE]`` (e.g.
+                ``{"citations": ...}``), so that the usage chunk stays the last one, as OpenAI sends it.
         """
         self.metrics.requests.labels(endpoint, target.label, "true").inc()
         start = time.perf_counter()
         stack = AsyncExitStack()
         try:
-            replica = self.pool.choose(target.engine_model)
-            body["model"] = self._engine_model(target, replica)
             await stack.enter_async_context(self.registry.use(target))
-            await stack.enter_async_context(self.pool.lease(replica))
-            request = self.pool.http.build_request("POST", f"{replica.url}{path}", json=body)
-            try:
-                resp = await self.pool.http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise EngineError(f"replica {replica.index} failed: {exc!r}") from exc
-            stack.push_async_callback(resp.aclose)
+            replica, resp = await self._send(stack, path, target, body, stream=True)
             if resp.status_code != 200:
                 raise engine_error(resp.status_code, await resp.aread(), "engine")
         except BaseException as exc:
@@ -107,12 +137,13 @@ class EngineProxy:
             if isinstance(exc, GatewayError):
                 self._fail(endpoint, target, exc)
             raise
-        return self._relay(endpoint, target, resp, stack, start, client_usage, tail or [])
+        return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [])
 
     async def _relay(
         self,
         endpoint: str,
         target: Target,
+        replica: Replica,
         resp: httpx.Response,
         stack: AsyncExitStack,
         start: float,
@@ -122,6 +153,7 @@ class EngineProxy:
         first_token = True
         finished = errored = False
         meta: dict[str, Any] = {}
+        usage_chunk: dict[str, Any] | None = None
         try:
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
@@ -133,7 +165,7 @@ class EngineProxy:
                 chunk = json.loads(payload)
                 if "error" in chunk:  # the engine reported a failure mid-stream: pass it on in our shape
                     err = engine_error(int(chunk["error"].get("code") or 500), payload, "engine")
-                    self._fail(endpoint, target, err)
+                    self._fail_mid_stream(endpoint, target, err)
                     yield sse_error(err)
                     finished = errored = True
                     break
@@ -145,23 +177,36 @@ class EngineProxy:
                 usage = chunk.get("usage")
                 if not choices and usage:
                     self._count_usage(target, usage)
-                    if not client_usage:
-                        continue
-                elif not client_usage:
+                    if client_usage:
+                        chunk["model"] = target.requested
+                        usage_chunk = chunk  # sent last, after the tail chunks
+                    continue
+                if not client_usage:
                     chunk.pop("usage", None)
                 chunk["model"] = target.requested
                 yield sse(chunk)
             if not finished:
                 raise httpx.RemoteProtocolError("engine closed the stream before [DONE]")
-            for extra in [] if errored else tail:
-                yield sse({**meta, "model": target.requested, "choices": [], **extra})
+            if not errored:
+                for extra in tail:
+                    yield sse({**meta, "model": target.requested, "choices": [], **extra})
+                if usage_chunk is not None:
+                    yield sse(usage_chunk)
             yield "data: [DONE]\n\n"
             self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
         except (httpx.HTTPError, ValueError) as exc:
-            err = EngineError(f"engine stream failed: {exc}", code="engine_stream_error")
-            self._fail(endpoint, target, err)
+            failure: GatewayError
+            if (
+                isinstance(exc, httpx.HTTPError)
+                and replica.process is not None
+                and not replica.process.running()
+            ):
+                failure = self._transport_error(replica, exc)
+            else:
+                failure = EngineError(f"engine stream failed: {exc}", code="engine_stream_error")
+            self._fail_mid_stream(endpoint, target, failure)
             logger.warning("stream failed", extra={"model": target.canonical, "error": str(exc)})
-            yield sse_error(err)
+            yield sse_error(failure)
             yield "data: [DONE]\n\n"
         finally:
             await stack.aclose()

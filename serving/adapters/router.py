@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query, status
+from fastapi import APIRouter, FastAPI, Path, Query, Request, status
 
 from serving.adapters.protocol import (
     AdapterCreate,
@@ -16,13 +16,19 @@ from serving.adapters.protocol import (
     AliasUpdate,
 )
 from serving.deps import AdminDep, ApiKeyDep, RegistryDep
+from serving.references import check_collection
 
 router = APIRouter(tags=["adapters"])
 RefPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 @router.post("/v1/adapters", status_code=status.HTTP_201_CREATED, response_model=AdapterPublic)
-async def create_adapter(body: AdapterCreate, _: AdminDep, registry: RegistryDep) -> AdapterPublic:
+async def create_adapter(
+    body: AdapterCreate, _: AdminDep, registry: RegistryDep, request: Request
+) -> AdapterPublic:
+    await check_collection(
+        getattr(request.app.state, "retrieval", None), body.default_collection, "default_collection"
+    )
     version = await registry.register(body)
     return registry.public(version)
 
@@ -60,7 +66,11 @@ async def put_alias(
     body: AliasUpdate,
     _: AdminDep,
     registry: RegistryDep,
+    request: Request,
 ) -> AliasPublic:
+    await check_collection(
+        getattr(request.app.state, "retrieval", None), body.default_collection, "default_collection"
+    )
     record = await registry.set_alias(alias, body.target, body.default_collection)
     return registry.alias_public(alias, record)
 

@@ -61,18 +61,24 @@ def resolve_adapter_path(raw: str, roots: list[Path]) -> Path:
         raise ForbiddenError("no adapter roots configured (server.adapter_roots)", param="path")
     if "\x00" in raw:
         raise _bad("path contains a NUL byte", "invalid_path")
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = roots[0] / path
-    real = path.resolve(strict=False)
-    real_roots = [root.expanduser().resolve(strict=False) for root in roots]
-    if not any(real == root or real.is_relative_to(root) for root in real_roots):
+    try:
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = roots[0] / path
+        real = path.resolve(strict=False)
+        real_roots = [root.expanduser().resolve(strict=False) for root in roots]
+        inside = any(real == root or real.is_relative_to(root) for root in real_roots)
+        is_dir = inside and real.is_dir()
+    except (OSError, RuntimeError) as exc:  # ENAMETOOLONG (a name over 255 bytes), a symlink loop, ...
+        reason = getattr(exc, "strerror", None) or exc
+        raise _bad(f"adapter path is not a usable path: {reason}", "invalid_path") from exc
+    if not inside:
         raise ForbiddenError(
             f"adapter path {raw!r} is outside the allowed adapter roots",
             param="path",
             code="path_outside_roots",
         )
-    if not real.is_dir():
+    if not is_dir:
         raise _bad(f"adapter directory {raw!r} does not exist", "adapter_not_found")
     return real
 

@@ -14,15 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RagOptions(BaseModel):
-    """What a request may ask of retrieval; unknown keys pass through to the augmenter."""
+    """What a request may ask of retrieval (a misspelt option is a 400 naming it, not silently ignored)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    collection: str | None = None
+    collection: str | None = Field(default=None, min_length=1, max_length=128)
     """Collection to search; defaults to the one bound to the adapter or alias."""
     top_k: int | None = Field(default=None, ge=1, le=100)
     mode: Literal["hybrid", "dense", "sparse"] | None = None
     rerank: bool | None = None
+    filter: dict[str, Any] | None = None
+    """Metadata filter, as for ``POST /v1/retrieve``."""
+    min_score: float | None = None
+    """Passages scoring below it are not cited."""
+    history_turns: int | None = Field(default=None, ge=0, le=100)
+    """Earlier user turns folded into the retrieval query."""
 
 
 @runtime_checkable

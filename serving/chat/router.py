@@ -8,13 +8,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from serving.chat.protocol import ChatCompletionRequest
 from serving.chat.service import ChatService
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep, SettingsDep
+from serving.middleware import until_disconnected
+from serving.openapi import INFERENCE_RESPONSES
 
 router = APIRouter(tags=["chat"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", name="chat", response_model=None, responses=INFERENCE_RESPONSES)
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
@@ -25,10 +27,11 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     service = ChatService(proxy, registry, request.app.state.rag_augmenter, settings.server.log_prompts)
     request.state.log_extra = {"model": body.model, "stream": bool(body.stream), "key": principal.key_hint}
+    body.apply_token_limits(principal.limits)
     if body.stream:
         events = await service.stream(body)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await service.create(body))
+    return JSONResponse(await until_disconnected(request, service.create(body)))
 
 
 def attach_router(app: FastAPI) -> None:

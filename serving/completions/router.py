@@ -9,20 +9,23 @@ from serving.chat.router import SSE_HEADERS
 from serving.completions.protocol import CompletionRequest
 from serving.completions.service import CompletionService
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep
+from serving.middleware import until_disconnected
+from serving.openapi import INFERENCE_RESPONSES
 
 router = APIRouter(tags=["completions"])
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", name="completions", response_model=None, responses=INFERENCE_RESPONSES)
 async def create_completion(
     body: CompletionRequest, request: Request, principal: ApiKeyDep, proxy: ProxyDep, registry: RegistryDep
 ) -> JSONResponse | StreamingResponse:
     service = CompletionService(proxy, registry)
     request.state.log_extra = {"model": body.model, "stream": bool(body.stream), "key": principal.key_hint}
+    body.apply_token_limits(principal.limits)
     if body.stream:
         events = await service.stream(body)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await service.create(body))
+    return JSONResponse(await until_disconnected(request, service.create(body)))
 
 
 def attach_router(app: FastAPI) -> None:

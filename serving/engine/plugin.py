@@ -6,6 +6,10 @@ adapter requests: see :mod:`serving.engine.grouped_lora`). Nothing is edited on 
 class by its qualified name at model load, after plugins ran, so replacing the module attribute is enough.
 
 ``RAGSWAP_LORA_OPS=reference`` keeps vLLM's own ops (used by benchmarks and tests to compare against them).
+
+In an engine ragswap started, the plugin first ties the process's life to its parent's
+(:func:`serving.engine.lifeline.die_with_mp_parent`): an ``EngineCore`` or ``Worker`` process dies with the process
+that started it instead of running on as an orphan.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ def lora_ops_mode() -> str:
 
 
 def register() -> None:
-    """Install the grouped CPU LoRA wrapper; fail loudly on an unverified vLLM release."""
+    """Die with the parent process (embedded engines); install the grouped CPU LoRA wrapper; fail loudly on an
+    unverified vLLM release."""
+    from serving.engine.lifeline import die_with_mp_parent
+
+    die_with_mp_parent()
     import vllm
     from vllm.platforms import current_platform
 

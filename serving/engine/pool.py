@@ -3,8 +3,13 @@
 Replicas come from ``engine.urls`` or, when that is empty, are started here as embedded
 :class:`~serving.engine.process.EngineProcess` children. A background loop probes each replica's ``/v1/models``
 (which lists the LoRA adapters it holds); a replica that comes (back) up or lost adapters (an engine restart)
-gets the registry re-applied through :attr:`EnginePool.reconciler` before it serves again. Embedded replicas
-that exit are restarted.
+gets the registry re-applied through :attr:`EnginePool.reconciler` before it serves again.
+
+A replica that dies stops being chosen at once, not at the next probe: each embedded engine process is watched
+(:meth:`~serving.engine.process.EngineProcess.wait_exited`, woken by the kernel the moment it exits), its
+process group is killed (no orphaned ``EngineCore``/``Worker``) and it is restarted, with a backoff when it keeps
+dying during start-up; a replica that refuses a connection (an external one that went away) is marked down by the
+proxy through :meth:`EnginePool.mark_down` and probed again right away.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -25,6 +30,11 @@ from serving.errors import BadRequestError, EngineError, GatewayError, NotFoundE
 from serving.ops.metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
+
+ReplicaState = Literal["ready", "syncing", "unhealthy"]
+_STARTUP_GRACE_S = 120.0
+"""An engine that dies sooner than this after its start is restarted with an exponential backoff."""
+_MAX_BACKOFF_S = 60.0
 
 
 @dataclass
@@ -47,10 +57,18 @@ class Replica:
     last_probe: float = 0.0
     failed_adapters: dict[str, str] = field(default_factory=dict)
     """Engine LoRA name → why it could not be loaded here."""
+    downs: int = 0
+    """How often it was marked down; a probe that started before the last time does not count."""
 
     @property
     def ready(self) -> bool:
         return self.healthy and self.in_sync
+
+    @property
+    def state(self) -> ReplicaState:
+        """``ready`` serves; ``syncing`` answers but the registry is not applied yet; ``unhealthy`` is down,
+        starting or unreachable."""
+        return "ready" if self.ready else "syncing" if self.healthy else "unhealthy"
 
 
 Reconciler = Callable[[Replica], Awaitable[None]]
@@ -90,6 +108,7 @@ class EnginePool:
         self.desired: Callable[[], set[str]] = set
         """Engine LoRA names every replica should hold (set by the registry)."""
         self._task: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._reconciling: dict[int, asyncio.Task[None]] = {}
 
@@ -114,21 +133,58 @@ class EnginePool:
                     replica=i,
                     log_path=log_dir / f"engine-{i}.log",
                 )
-                await asyncio.to_thread(proc.start)
-                self.replicas.append(Replica(index=i, url=proc.url, process=proc))
+                proc.start()  # on the loop thread: the engine's lifeline is tied to the thread that starts it
+                replica = Replica(index=i, url=proc.url, process=proc)
+                self.replicas.append(replica)
+                self._watchers.append(asyncio.create_task(self._watch(replica), name=f"engine-watch-{i}"))
         await self.probe_all()
         self._task = asyncio.create_task(self._health_loop(), name="ragswap-health")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [*self._watchers, *([self._task] if self._task else [])]:
+            task.cancel()
+        await asyncio.gather(*self._watchers, *([self._task] if self._task else []), return_exceptions=True)
         for task in list(self._reconciling.values()):
             task.cancel()
         for replica in self.replicas:
             if replica.process is not None:
                 await asyncio.to_thread(replica.process.stop)
+
+    # ---- supervision -----------------------------------------------------------------------------------------
+
+    async def _watch(self, replica: Replica) -> None:
+        """Wait for the embedded engine to exit; then mark it down, kill its group and restart it."""
+        proc = replica.process
+        assert proc is not None
+        failures = 0
+        while True:
+            code = await proc.wait_exited()
+            lived = time.monotonic() - proc.started_at
+            self.mark_down(replica, f"engine process exited (code {code})")
+            proc.kill_group()
+            replica.restarts += 1
+            failures = failures + 1 if lived < _STARTUP_GRACE_S else 0
+            delay = min(_MAX_BACKOFF_S, 2.0 ** (failures - 1)) if failures else 0.0
+            logger.warning(
+                "engine exited; restarting",
+                extra={"replica": replica.index, "code": code, "lived_s": round(lived, 1), "delay_s": delay},
+            )
+            await asyncio.sleep(delay)
+            try:
+                proc.start()
+            except OSError:
+                logger.exception("engine restart failed", extra={"replica": replica.index})
+
+    def mark_down(self, replica: Replica, reason: str) -> None:
+        """Stop choosing ``replica`` now (it died, or refused a connection) and probe it again right away."""
+        if replica.healthy:
+            logger.warning("replica down", extra={"replica": replica.index, "reason": reason})
+        replica.healthy = replica.in_sync = False
+        replica.downs += 1
+        replica.loaded = set()
+        replica.last_error = reason
+        self.metrics.replica_ready.labels(str(replica.index)).set(0)
+        self.poke()
 
     # ---- health ----------------------------------------------------------------------------------------------
 
@@ -159,17 +215,15 @@ class EnginePool:
     async def probe(self, replica: Replica) -> None:
         was_healthy = replica.healthy
         if replica.process is not None and not replica.process.running():
-            replica.healthy = replica.in_sync = False
-            replica.loaded = set()
-            replica.last_error = "engine process exited"
-            replica.restarts += 1
-            logger.warning("engine exited; restarting", extra={"replica": replica.index})
-            await asyncio.to_thread(replica.process.start)
+            self.mark_down(replica, "engine process not running (restarting)")  # _watch restarts it
             return
+        downs = replica.downs
         try:
             resp = await self.http.get(f"{replica.url}/v1/models", timeout=5.0)
             resp.raise_for_status()
             data = resp.json().get("data", [])
+            if replica.downs != downs:
+                return  # it went down while this probe was on its way: the next probe decides
         except (httpx.HTTPError, ValueError) as exc:
             if was_healthy:
                 logger.warning("replica unhealthy", extra={"replica": replica.index, "error": str(exc)})
@@ -227,13 +281,16 @@ class EnginePool:
         """A ready replica, preferring ones that already hold the adapter, then the least busy."""
         ready = self.ready_replicas()
         if not ready:
-            raise ServiceUnavailableError(
-                "no engine replica is ready yet; retry shortly (see /ready)", code="no_ready_replica"
-            )
+            raise self.unavailable()
         if engine_model is not None:
             holding = [r for r in ready if engine_model in r.loaded]
             ready = holding or ready
         return min(ready, key=lambda r: (r.outstanding, r.index))
+
+    def unavailable(self, what: str = "no engine replica is ready") -> ServiceUnavailableError:
+        """The 503 for a request no replica can take now, naming each replica's state (never its URL)."""
+        states = ", ".join(f"replica {r.index}: {r.state}" for r in self.replicas) or "no replicas configured"
+        return ServiceUnavailableError(f"{what} ({states}); retry shortly", code="no_ready_replica")
 
     @contextlib.asynccontextmanager
     async def lease(self, replica: Replica) -> AsyncIterator[Replica]:

@@ -1,7 +1,14 @@
-"""Start, supervise and stop one vLLM OpenAI-server process with multi-LoRA and runtime adapter updates on."""
+"""Start, supervise and stop one vLLM OpenAI-server process with multi-LoRA and runtime adapter updates on.
+
+The engine runs in its own process group (the api_server and every process vLLM starts under it) and is started
+through :mod:`serving.engine.lifeline`, so that each of its processes dies with its parent. Stopping it, or
+noticing that it exited, kills the whole group: no ``EngineCore``/``Worker`` process outlives its api_server.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from serving.engine import lifeline
 from serving.engine.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,7 @@ def engine_env(settings: EngineSettings, replica: int = 0) -> dict[str, str]:
             "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
             "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_space_gib),
             "TOKENIZERS_PARALLELISM": "false",
+            lifeline.ENV_FLAG: "1",
         }
     )
     bind = settings.omp_threads_bind
@@ -102,6 +111,9 @@ class EngineProcess:
     replica: int = 0
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _pgid: int | None = field(default=None, init=False, repr=False)
+    started_at: float = field(default=0.0, init=False)
+    """``time.monotonic()`` of the last start."""
 
     @property
     def port(self) -> int:
@@ -119,22 +131,34 @@ class EngineProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
+        """Launch the engine (returns at once; :meth:`wait_ready` or the pool's probes see it come up).
+
+        Cheap (one ``posix_spawn``): call it from a thread that lives as long as the engine should, e.g. the
+        gateway's event loop, since the engine is killed when the thread that started it exits.
+        """
         if self.running():
             return
+        self.kill_group()  # leftovers of a previous run, if any
         cmd = engine_command(self.settings, self.model_path, self.served_name, self.port)
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         logger.info("starting vLLM engine", extra={"replica": self.replica, "url": self.url})
-        # Own process group: stop() reaches the engine-core child processes too.
-        self._proc = subprocess.Popen(
-            cmd,
-            env=engine_env(self.settings, self.replica),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # Own process group (the kill reaches every process of the engine) and a lifeline to this process.
+        try:
+            self._proc = subprocess.Popen(
+                lifeline.command(os.getpid(), cmd),
+                env=engine_env(self.settings, self.replica),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if not isinstance(log, int):
+                log.close()  # the child holds its own copy
+        self._pgid = self._proc.pid
+        self.started_at = time.monotonic()
 
     def _log_tail(self, lines: int = 40) -> str:
         if not self.log_path or not self.log_path.is_file():
@@ -160,16 +184,51 @@ class EngineProcess:
         self.stop()
         raise EngineStartError(f"vLLM engine not ready in time:\n{self._log_tail()}")
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
+    def kill_group(self) -> None:
+        """SIGKILL every process left in the engine's process group (idempotent)."""
+        pgid, self._pgid = self._pgid, None
+        if pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    async def wait_exited(self) -> int | None:
+        """Return the exit code as soon as the api_server exits (no polling: a pidfd in the event loop, or a
+        thread blocked in ``wait()`` where pidfds are unavailable); ``None`` when nothing runs."""
+        proc = self._proc
+        if proc is None:
+            return None
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
-        logger.info("vLLM engine stopped", extra={"replica": self.replica})
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            return await asyncio.to_thread(proc.wait)
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return proc.wait()
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the engine's group, wait for the api_server, then SIGKILL whatever of the group is left."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    logger.warning("vLLM engine ignored SIGTERM; killing it", extra={"replica": self.replica})
+                logger.info("vLLM engine stopped", extra={"replica": self.replica})
+        finally:
+            self.kill_group()
+            if proc is not None:
+                proc.wait()

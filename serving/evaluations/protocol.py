@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eval import ALL_METRICS
 from eval.jobs import EvalRequest, RetrievalMode
 from eval.records import EvalSample, RunSummary, SampleTrace
+
+
+def _known_metric(name: str) -> str:
+    if name not in ALL_METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(ALL_METRICS)}")
+    return name
+
+
+MetricName = Annotated[
+    str, AfterValidator(_known_metric), Field(json_schema_extra={"enum": list(ALL_METRICS)})
+]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -34,7 +46,8 @@ class EvaluationCreate(BaseModel):
     retrieval_modes: list[RetrievalMode] = Field(default_factory=list)
     top_k: int | None = Field(default=None, ge=1, le=100)
     rerank: bool | None = None
-    metrics: list[str] | None = None
+    metrics: list[MetricName] | None = Field(default=None, min_length=1)
+    """Default: ``eval.metrics``."""
     judge: JudgeOptions = Field(default_factory=JudgeOptions)
     score_only: bool = False
 
@@ -43,6 +56,21 @@ class EvaluationCreate(BaseModel):
     def _rows(cls, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cls.samples_of(rows)
         return rows
+
+    @field_validator("adapters")
+    @classmethod
+    def _distinct(cls, adapters: list[str]) -> list[str]:
+        if len(set(adapters)) != len(adapters):
+            raise ValueError("an adapter is listed twice")
+        return adapters
+
+    @model_validator(mode="after")
+    def _answers_to_score(self) -> Self:
+        if self.score_only:
+            missing = [row.get("id", i) for i, row in enumerate(self.dataset) if row.get("response") is None]
+            if missing:
+                raise ValueError(f"score_only: row {missing[0]!r} has no response to score")
+        return self
 
     @staticmethod
     def samples_of(rows: list[dict[str, Any]]) -> list[EvalSample]:

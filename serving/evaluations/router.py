@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
 
-from serving.deps import ApiKeyDep
+from serving.deps import ApiKeyDep, RegistryDep
 from serving.errors import ForbiddenError
 from serving.evaluations.protocol import EvaluationCreate, EvaluationList, EvaluationPublic, EvaluationResults
 from serving.evaluations.service import EvaluationService
+from serving.references import check_collection, check_model, check_models
 
 router = APIRouter(tags=["evaluations"])
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
@@ -27,11 +28,19 @@ EvaluationsDep = Annotated[EvaluationService, Depends(get_evaluations)]
 
 @router.post("/v1/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=EvaluationPublic)
 async def create_evaluation(
-    body: EvaluationCreate, principal: ApiKeyDep, service: EvaluationsDep
+    body: EvaluationCreate,
+    principal: ApiKeyDep,
+    service: EvaluationsDep,
+    registry: RegistryDep,
+    request: Request,
 ) -> EvaluationPublic:
     if body.judge.url and not principal.admin:
         # The gateway would call that URL on the caller's behalf: only admins may point it elsewhere.
         raise ForbiddenError("judge.url needs an admin key", param="judge.url", code="admin_required")
+    check_models(registry, body.adapters, "adapters")
+    if body.judge.url is None and body.judge.model is not None:
+        check_model(registry, body.judge.model, "judge.model")
+    await check_collection(getattr(request.app.state, "retrieval", None), body.collection, "collection")
     return service.create(body)
 
 

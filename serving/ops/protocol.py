@@ -9,6 +9,22 @@ from pydantic import BaseModel, Field
 ReplicaStateName = Literal["ready", "syncing", "unhealthy"]
 
 
+class ReplicaReadiness(BaseModel):
+    """One replica in ``/ready``: its state only (no URL, no error text: ``/ready`` needs no key)."""
+
+    replica: int
+    state: ReplicaStateName
+    ready: bool
+
+
+class ReadyStatus(BaseModel):
+    """``GET /ready``: 200 when at least one replica serves, else 503 with the same body."""
+
+    status: Literal["ready", "not_ready"]
+    ready_replicas: int
+    replicas: list[ReplicaReadiness]
+
+
 class ReplicaPublic(BaseModel):
     """One engine replica as this gateway sees it."""
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import ApiKeyDep, MetricsDep, PoolDep
-from serving.ops.protocol import ReplicaList, ReplicaPublic
+from serving.ops.protocol import ReadyStatus, ReplicaList, ReplicaPublic, ReplicaReadiness
 
 router = APIRouter(tags=["operations"])
 
@@ -19,26 +17,20 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=ReadyStatus,
+    responses={503: {"model": ReadyStatus, "description": "No replica serves (starting, restarting, down)"}},
+)
 async def ready(pool: PoolDep) -> JSONResponse:
-    replicas: list[dict[str, Any]] = [
-        {
-            "replica": r.index,
-            "url": r.url,
-            "healthy": r.healthy,
-            "ready": r.ready,
-            "outstanding": r.outstanding,
-            "adapters": len(r.loaded),
-            "restarts": r.restarts,
-            "error": r.last_error,
-        }
-        for r in pool.replicas
-    ]
-    is_ready = any(r.ready for r in pool.replicas)
-    return JSONResponse(
-        status_code=200 if is_ready else 503,
-        content={"status": "ready" if is_ready else "not_ready", "replicas": replicas},
+    """Whether the gateway can answer inference requests now: each replica's state, nothing internal (details
+    with a key: ``GET /v1/replicas``). It flips within milliseconds of an engine dying."""
+    status = ReadyStatus(
+        status="ready" if pool.ready_replicas() else "not_ready",
+        ready_replicas=len(pool.ready_replicas()),
+        replicas=[ReplicaReadiness(replica=r.index, state=r.state, ready=r.ready) for r in pool.replicas],
     )
+    return JSONResponse(status_code=200 if status.ready_replicas else 503, content=status.model_dump())
 
 
 @router.get("/v1/replicas", response_model=ReplicaList)
@@ -49,7 +41,7 @@ async def list_replicas(_: ApiKeyDep, pool: PoolDep) -> ReplicaList:
             ReplicaPublic(
                 replica=r.index,
                 url=r.url,
-                state="ready" if r.ready else "syncing" if r.healthy else "unhealthy",
+                state=r.state,
                 healthy=r.healthy,
                 ready=r.ready,
                 outstanding=r.outstanding,
@@ -64,7 +56,7 @@ async def list_replicas(_: ApiKeyDep, pool: PoolDep) -> ReplicaList:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(m: MetricsDep) -> Response:
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
