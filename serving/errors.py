@@ -285,6 +285,20 @@ def _body_model(request: Request | None) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _allowed_methods(request: Request | None) -> str:
+    # Starlette's 405 names the methods of the first route matching the path only; a path served by several
+    # routes (GET and DELETE /v1/adapters/{ref}) allows all of theirs.
+    if request is None:
+        return ""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", ()):
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def as_gateway_error(exc: BaseException, request: Request | None = None) -> GatewayError:
     """Whatever a request failed with, as a member of the taxonomy (unknown exceptions → 500)."""
     if isinstance(exc, GatewayError):
@@ -299,7 +313,8 @@ def as_gateway_error(exc: BaseException, request: Request | None = None) -> Gate
         if status == 404 and exc.detail == "Not Found":
             return NotFoundError(f"Invalid URL ({method} {path})", code="unknown_url", headers=headers)
         if status == 405:
-            allowed = headers.get("Allow", headers.get("allow", ""))
+            allowed = _allowed_methods(request) or headers.get("Allow", "")
+            headers["Allow"] = allowed
             return MethodNotAllowedError(
                 f"{method} is not allowed on {path}; allowed: {allowed}",
                 code="method_not_allowed",

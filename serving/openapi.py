@@ -67,7 +67,16 @@ OPERATION_ERRORS: dict[str, tuple[int, ...]] = {
 INFERENCE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The completion (JSON), or a stream of `data:` events ending in `data: [DONE]`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                # Before OpenAPI 3.2 the schema of an event stream describes one event.
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        },
     }
 }
 
@@ -101,6 +110,24 @@ def error_response_spec(status: int) -> dict[str, Any]:
     return spec
 
 
+def _add_examples(schema: dict[str, Any], base_model: str) -> None:
+    """Working request examples for the inference operations, with the served base model's name (clients and
+    fuzzers start from requests that reach the engine, not from random model names)."""
+    examples = {
+        "ChatCompletionRequest": {
+            "model": base_model,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 8,
+        },
+        "CompletionRequest": {"model": base_model, "prompt": "The capital of France is", "max_tokens": 8},
+    }
+    components = schema["components"]["schemas"]
+    for name, example in examples.items():
+        if name in components:
+            components[name]["examples"] = [example]
+            components[name]["properties"]["model"]["examples"] = [base_model]
+
+
 def gateway_openapi(app: FastAPI) -> dict[str, Any]:
     """The document FastAPI serves at ``/openapi.json``: built once, with honest error responses."""
     if app.openapi_schema:
@@ -112,6 +139,7 @@ def gateway_openapi(app: FastAPI) -> dict[str, Any]:
     error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(error_schema.pop("$defs", {}))
     components["ErrorResponse"] = error_schema
+    _add_examples(schema, app.state.settings.models.base_model)
     for route in app.routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue

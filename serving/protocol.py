@@ -1,7 +1,8 @@
 """Request fields shared by chat and text completions, validated as OpenAI documents them.
 
 Unknown fields are refused: a misspelt ``temprature`` is a 400 naming it (``param``, with the field it probably
-meant), never a silently ignored setting. What is accepted:
+meant), never a silently ignored setting. Types are strict, as OpenAI's are (``"stream": "yes"`` or
+``"logprobs": 0`` is a 400, not a guess). What is accepted:
 
 - every parameter OpenAI documents for the endpoint. The ones that have no effect on a self-hosted model
   (:data:`NO_EFFECT`: ``store``, ``metadata``, ``service_tier``...) are accepted and not forwarded, so clients
@@ -45,14 +46,14 @@ ENGINE_CONTROL: dict[str, str] = {
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool | None = None
     continuous_usage_stats: bool | None = None
 
 
 class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -63,7 +64,7 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     """``text``, ``json_object``, or ``json_schema`` (vLLM enforces it with structured output)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
@@ -78,7 +79,7 @@ class ResponseFormat(BaseModel):
 class SamplingRequest(BaseModel):
     """Sampling parameters common to ``/v1/chat/completions`` and ``/v1/completions``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     unsupported: ClassVar[dict[str, str]] = ENGINE_CONTROL
     """Field name → why it is refused (rendered by :func:`serving.errors.validation_error`)."""

@@ -13,7 +13,7 @@ from serving.protocol import ENGINE_CONTROL, SamplingRequest
 class ChatMessage(BaseModel):
     """One message as OpenAI (and vLLM) define it; content may be a string or a list of parts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None

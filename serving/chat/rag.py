@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class RagOptions(BaseModel):
     """What a request may ask of retrieval (a misspelt option is a 400 naming it, not silently ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     collection: str | None = Field(default=None, min_length=1, max_length=128)
     """Collection to search; defaults to the one bound to the adapter or alias."""
