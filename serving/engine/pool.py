@@ -35,6 +35,8 @@ ReplicaState = Literal["ready", "syncing", "unhealthy"]
 _STARTUP_GRACE_S = 120.0
 """An engine that dies sooner than this after its start is restarted with an exponential backoff."""
 _MAX_BACKOFF_S = 60.0
+_DOWN_PROBE_S = 1.0
+"""Probe period while a replica is down (the configured interval applies to healthy ones)."""
 
 
 @dataclass
@@ -191,8 +193,12 @@ class EnginePool:
     async def _health_loop(self) -> None:
         interval = self.settings.server.health_interval_s
         while True:
+            # A replica that is down is looked at again soon, so that it serves again as soon as it is back.
+            down = any(not r.healthy for r in self.replicas)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=min(interval, _DOWN_PROBE_S) if down else interval
+                )
             self._wake.clear()
             try:
                 await self.probe_all()

@@ -152,3 +152,66 @@ def test_failed_load_rolls_back_other_replicas(
         assert not (tmp_path / "state" / "adapters.json").exists()
     finally:
         gw.server.stop()
+
+
+# ---- replicas that go away -----------------------------------------------------------------------------------
+
+
+def test_refused_connection_is_a_fast_503_and_ready_flips(tmp_path: Path) -> None:
+    """Was: 502 ``ConnectError`` for ~2 s after an engine died, /ready still 200 until the next probe."""
+    import httpx
+
+    from tests.serving.stand_in_engine import StandInEngine
+
+    engine = StandInEngine().start()
+    settings = gateway_settings(
+        engine.url, EngineSettings(), tmp_path, tmp_path / "s", health_interval_s=30.0
+    )  # probes far apart: only the refused connection can tell the gateway
+    gw = start_gateway(settings, tmp_path)
+    client = OpenAI(base_url=f"{gw.url}/v1", api_key=gw.api_key, max_retries=0)
+    try:
+        assert client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "hi"}])
+        engine.stop()
+        start = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "hi"}])
+        assert info.value.status_code == 503
+        assert info.value.body["code"] == "no_ready_replica"  # type: ignore[index]
+        assert "replica 0: unhealthy" in info.value.body["message"]  # type: ignore[index]
+        assert info.value.response.headers["retry-after"]
+        ready = httpx.get(f"{gw.url}/ready")
+        assert ready.status_code == 503 and ready.json()["replicas"][0]["state"] == "unhealthy"
+        assert time.monotonic() - start < 0.5
+        engine.start()  # it comes back: a replica that is down is probed every second
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gw.url}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "replica did not come back"
+            time.sleep(0.1)
+    finally:
+        gw.server.stop()
+        engine.stop()
+
+
+def test_client_disconnect_cancels_the_engine_request(tmp_path: Path) -> None:
+    """Was: a non-streaming request kept the engine busy after its client went away."""
+    import httpx
+
+    from tests.serving.stand_in_engine import StandInEngine
+
+    engine = StandInEngine().start()
+    engine.delay_s = 30.0
+    gw = start_gateway(gateway_settings(engine.url, EngineSettings(), tmp_path, tmp_path / "s"), tmp_path)
+    try:
+        body = {"model": BASE, "messages": [{"role": "user", "content": "write a long story"}]}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=gw.headers(), timeout=1.0)
+        deadline = time.monotonic() + 2.0
+        while engine.disconnects == 0:
+            assert time.monotonic() < deadline, "the gateway did not cancel the engine request"
+            time.sleep(0.05)
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert 'ragswap_request_errors_total{endpoint="chat",model="",status="499"} 1.0' in metrics
+        assert 'ragswap_requests_in_flight{replica="0"} 0.0' in metrics
+    finally:
+        gw.server.stop()
+        engine.stop()
