@@ -1,6 +1,9 @@
-"""Engine failures the real engine cannot be made to produce on demand, against a stand-in engine (a tiny HTTP
-server speaking the few vLLM endpoints involved): a crash mid-stream becomes an SSE error event the openai client
-raises on, an engine 5xx becomes a 502 in OpenAI's shape, and no replica at all is a 503 with /ready saying so."""
+"""Engine failures. Most against a stand-in engine (a tiny HTTP server speaking the few vLLM endpoints involved),
+since the real engine cannot be made to produce them on demand: a crash mid-stream becomes an SSE error event the
+openai client raises on, an engine 5xx becomes a 502 in OpenAI's shape, no replica at all is a 503 with /ready
+saying so, a refused connection is a fast 503, a client that goes away cancels the engine request. One test kills
+a real embedded vLLM engine: no process of it survives, the gateway says 503 at once and serves again after the
+restart."""
 
 from __future__ import annotations
 
@@ -215,3 +218,87 @@ def test_client_disconnect_cancels_the_engine_request(tmp_path: Path) -> None:
     finally:
         gw.server.stop()
         engine.stop()
+
+
+@pytest.mark.engine
+def test_engine_sigkill_leaves_no_orphans_and_recovers(
+    lora_adapters, adapter_root: Path, tmp_path: Path
+) -> None:
+    """A gateway with its own embedded vLLM engine; the engine's api_server is SIGKILLed.
+
+    Was: its ``EngineCore``/``Worker`` children kept running under PID 1 while a new engine started beside them,
+    and requests got 502s until the next probe. Now: every child is gone within seconds, /ready and requests say
+    503 within 0.5 s, and the restarted engine serves the registered adapter again.
+    """
+    import signal
+
+    import httpx
+    import psutil
+
+    from serving.engine.pool import EnginePool
+
+    engine = EngineSettings(
+        port=free_port(),
+        dtype="float32",
+        max_lora_rank=16,
+        max_loras=2,
+        max_num_seqs=8,
+        startup_timeout_s=900,
+    )
+    server = ServerSettings(
+        port=free_port(),
+        api_keys=["sk-test-user-0123456789"],
+        admin_keys=["sk-test-admin-0123456789"],
+        adapter_roots=[adapter_root],
+        state_dir=tmp_path / "state",
+        health_interval_s=0.5,
+    )
+    gw = start_gateway(Settings(engine=engine, server=server), adapter_root)
+    client = OpenAI(base_url=f"{gw.url}/v1", api_key=gw.api_key, max_retries=0, timeout=120)
+    question = [{"role": "user", "content": "What is the secret code word?"}]
+
+    def wait_ready(timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{gw.url}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "engine not ready in time"
+            time.sleep(0.5)
+
+    def answer() -> str:
+        reply = client.chat.completions.create(
+            model="kill-alpha", messages=question, temperature=0, max_tokens=12
+        )
+        return reply.choices[0].message.content or ""
+
+    try:
+        wait_ready(900)
+        resp = httpx.post(
+            f"{gw.url}/v1/adapters",
+            json={"name": "kill-alpha", "path": str(lora_adapters["alpha"])},
+            headers=gw.headers(admin=True),
+            timeout=120,
+        )
+        assert resp.status_code == 201, resp.text
+        before = answer()
+        assert "PELICAN" in before
+        pool: EnginePool = gw.app.state.pool  # type: ignore[attr-defined]
+        api_server = psutil.Process(pool.replicas[0].process.pid)  # type: ignore[union-attr]
+        children = api_server.children(recursive=True)
+        assert children, "vLLM runs its engine core in a child process"
+
+        api_server.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        while httpx.get(f"{gw.url}/ready").status_code != 503:
+            time.sleep(0.01)
+        assert time.monotonic() - killed < 0.5
+        with pytest.raises(openai.APIStatusError) as info:
+            answer()
+        assert info.value.status_code == 503
+
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "orphaned vLLM processes"
+
+        wait_ready(900)
+        assert pool.replicas[0].restarts == 1
+        assert answer() == before  # the registry was re-applied to the new engine
+    finally:
+        gw.server.stop()

@@ -193,3 +193,98 @@ def test_replicas_endpoint_needs_a_key_and_lists_state(gateway) -> None:
     assert replica["state"] == "ready" and replica["ready"] and replica["healthy"]
     assert replica["url"] == gateway.settings.engine.urls[0] and replica["embedded"] is False
     assert isinstance(replica["adapters"], list) and replica["restarts"] == 0
+
+
+def test_vllm_extensions_and_structured_output_through_openai_client(client: OpenAI) -> None:
+    """Unknown fields are refused, but vLLM's own sampling extensions and OpenAI's tool calling still work."""
+    reply = client.chat.completions.create(
+        model=BASE,
+        messages=PARIS,
+        max_tokens=8,
+        extra_body={
+            "top_k": 1,
+            "min_p": 0.0,
+            "repetition_penalty": 1.0,
+            "structured_outputs": {"choice": ["Paris", "London"]},
+        },
+    )
+    assert reply.choices[0].message.content == "Paris"
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "capital_of",
+            "parameters": {
+                "type": "object",
+                "properties": {"country": {"type": "string"}},
+                "required": ["country"],
+            },
+        },
+    }
+    called = client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Look up the capital of France."}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "capital_of"}},
+        max_tokens=40,
+        temperature=0,
+    )
+    (call,) = called.choices[0].message.tool_calls or []
+    assert call.function.name == "capital_of" and "country" in json.loads(call.function.arguments)  # type: ignore[union-attr]
+
+
+def test_langchain_chat_openai(gateway) -> None:
+    """What LangChain's ChatOpenAI sends (invoke, stream, structured output) is accepted."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Capital(BaseModel):
+        city: str
+
+    llm = ChatOpenAI(
+        base_url=f"{gateway.url}/v1",
+        api_key=gateway.api_key,
+        model=BASE,
+        temperature=0,
+        max_tokens=24,
+        max_retries=0,
+    )
+    assert "Paris" in str(llm.invoke("What is the capital of France?").content)
+    assert "Paris" in "".join(str(c.content) for c in llm.stream("What is the capital of France?"))
+    structured = llm.with_structured_output(Capital, method="json_schema").invoke(
+        "What is the capital of France? Answer as JSON with the key city."
+    )
+    assert isinstance(structured, Capital) and structured.city
+
+
+def test_abandoned_non_stream_request_is_aborted_in_the_engine(gateway, engine) -> None:
+    """Was: a client that went away left the engine generating every token of a non-streaming request."""
+    import threading
+    import time
+
+    def running() -> float:
+        lines = httpx.get(f"{engine.url}/metrics", timeout=10).text.splitlines()
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("vllm:num_requests_running")
+        )
+
+    body = {"model": BASE, "messages": PARIS, "max_tokens": 1500, "ignore_eos": True, "temperature": 0}
+    outcome: list[BaseException] = []
+
+    def abandon() -> None:  # ~1 minute of generation here; the client gives up after 4 s
+        try:
+            httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=gateway.headers(), timeout=4)
+        except httpx.ReadTimeout as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=abandon)
+    thread.start()
+    deadline = time.monotonic() + 4
+    while running() < 1:  # the request reached the engine
+        assert time.monotonic() < deadline, "the request never ran on the engine"
+        time.sleep(0.1)
+    thread.join()
+    assert outcome, "the request should have outlived the client's patience"
+    deadline = time.monotonic() + 5
+    while running() > 0:
+        assert time.monotonic() < deadline, "the engine is still generating for a client that went away"
+        time.sleep(0.2)

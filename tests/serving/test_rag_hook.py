@@ -80,7 +80,7 @@ def test_rag_non_stream_returns_citations(client: OpenAI, augmenter: FixedPassag
     )  # the grounded prompt reached the engine
 
 
-def test_rag_stream_sends_citations_chunk_before_done(
+def test_rag_stream_sends_citations_chunk_before_usage_and_done(
     client: OpenAI, augmenter: FixedPassageAugmenter
 ) -> None:
     chunks = list(
@@ -94,9 +94,11 @@ def test_rag_stream_sends_citations_chunk_before_done(
             extra_body={"rag": {"collection": "docs"}},
         )
     )
-    assert chunks[-1].model_extra["citations"] == [CITATION]  # type: ignore[index]
-    assert chunks[-1].choices == []
-    assert all("citations" not in (c.model_extra or {}) for c in chunks[:-1])
+    # The citations chunk comes right before the usage chunk, which stays the last one (as OpenAI sends it).
+    assert chunks[-2].model_extra["citations"] == [CITATION]  # type: ignore[index]
+    assert chunks[-2].choices == [] and chunks[-2].usage is None
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert all("citations" not in (c.model_extra or {}) for c in chunks[:-2] + chunks[-1:])
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "ZEBRA" in text.upper()
 
@@ -116,6 +118,9 @@ def test_default_collection_of_adapter_and_alias(
 ) -> None:
     admin = httpx.Client(base_url=gateway.url, headers=gateway.headers(admin=True), timeout=120)
     try:
+        for collection in ("manuals", "faq"):  # a default collection must exist when it is bound
+            resp = admin.post("/v1/collections", json={"name": collection})
+            assert resp.status_code in (201, 409), resp.text
         resp = admin.post(
             "/v1/adapters",
             json={"name": "rag-alpha", "path": str(lora_adapters["alpha"]), "default_collection": "manuals"},
@@ -134,4 +139,6 @@ def test_default_collection_of_adapter_and_alias(
         assert augmenter.calls[-1][1] == {"collection": "faq", "top_k": 2}
     finally:
         admin.delete("/v1/adapters/rag-alpha", params={"force": True})
+        for collection in ("manuals", "faq"):
+            admin.delete(f"/v1/collections/{collection}")
         admin.close()
