@@ -58,6 +58,28 @@ class FuzzReport:
         return sum(int(f.get("count", 1)) for f in self.failures)
 
 
+def seed_resources(base_url: str, admin_key: str, adapter_path: Path, base_model: str) -> dict[str, str]:
+    """Give the fuzzer something to find: an adapter, an alias on it, a collection with two documents.
+
+    Returns:
+        schemathesis ``parameters`` naming them for the operations' path parameters.
+    """
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    docs = [{"id": "doc-0", "text": "The vault opens at dawn."}, {"id": "doc-1", "text": "Bring a lamp."}]
+    with httpx.Client(base_url=base_url, headers=headers, timeout=300) as admin:
+        admin.post("/v1/adapters", json={"name": "fz-alpha", "path": str(adapter_path)}).raise_for_status()
+        admin.put("/v1/aliases/fz-live", json={"target": "fz-alpha@1"}).raise_for_status()
+        admin.post("/v1/collections", json={"name": "fz-kb"}).raise_for_status()
+        admin.post("/v1/collections/fz-kb/documents", json={"documents": docs}).raise_for_status()
+    return {
+        "path.ref": "fz-alpha",
+        "path.alias": "fz-live",
+        "path.name": "fz-kb",
+        "path.document_id": "doc-0",
+        "path.model": base_model,
+    }
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

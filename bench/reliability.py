@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._common import REPO, machine, percentile, write_results
-from bench._fuzz import run_schemathesis
+from bench._fuzz import run_schemathesis, seed_resources
 from bench.serving import free_port, make_adapters
 from ragswap.config import Settings
 from ragswap.model_store import ModelSettings, resolve_model
@@ -81,6 +81,10 @@ DOCS = [
     )
 ]
 MAX_TOKENS = 24
+ENGINE = EngineSettings(
+    dtype="float32", max_lora_rank=16, max_loras=4, max_num_seqs=32, startup_timeout_s=900
+)
+"""float32: greedy outputs do not depend on batch composition, so they can be compared with references."""
 console = Console()
 
 
@@ -123,14 +127,9 @@ class Soak:
 
 def write_config(work: Path, gateway_port: int, engine_port: int, adapter_root: Path) -> Path:
     config = {
-        "engine": {
-            "port": engine_port,
-            "dtype": "float32",
-            "max_lora_rank": 16,
-            "max_loras": 4,
-            "max_num_seqs": 32,
-            "startup_timeout_s": 900,
-        },
+        "engine": ENGINE.model_copy(update={"port": engine_port}).model_dump(
+            mode="json", exclude_defaults=True
+        ),
         "server": {
             "host": "127.0.0.1",
             "port": gateway_port,
@@ -634,14 +633,7 @@ def run_fuzz(args: argparse.Namespace, work: Path, base_path: str) -> dict[str, 
     made = make_adapters(base_path, adapter_root / "made", 1, 8)
     path = next(iter(made.values()))
     settings = Settings(
-        engine=EngineSettings(
-            port=free_port(),
-            dtype="float32",
-            max_lora_rank=16,
-            max_loras=2,
-            max_num_seqs=32,
-            startup_timeout_s=900,
-        ),
+        engine=ENGINE.model_copy(update={"port": free_port()}),
         server=ServerSettings(
             port=free_port(),
             api_keys=[USER_KEY],
@@ -656,27 +648,13 @@ def run_fuzz(args: argparse.Namespace, work: Path, base_path: str) -> dict[str, 
     gateway.start()
     try:
         wait_ready(gateway.url, 900)
-        admin = httpx.Client(
-            base_url=gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=300
-        )
-        admin.post("/v1/adapters", json={"name": "fz-alpha", "path": str(path)}).raise_for_status()
-        admin.put("/v1/aliases/fz-live", json={"target": "fz-alpha@1"}).raise_for_status()
-        admin.post("/v1/collections", json={"name": "fz-kb"}).raise_for_status()
-        admin.post("/v1/collections/fz-kb/documents", json={"documents": DOCS[:2]}).raise_for_status()
-        admin.close()
         report = run_schemathesis(
             gateway.url,
             ADMIN_KEY,
             work / "fuzz",
             seed=args.seed,
             max_examples=args.fuzz_examples,
-            parameters={
-                "path.ref": "fz-alpha",
-                "path.alias": "fz-live",
-                "path.name": "fz-kb",
-                "path.document_id": "doc-0",
-                "path.model": BASE,
-            },
+            parameters=seed_resources(gateway.url, ADMIN_KEY, path, BASE),
             timeout_s=3600,
         )
     finally:

@@ -222,7 +222,7 @@ def test_client_disconnect_cancels_the_engine_request(tmp_path: Path) -> None:
 
 @pytest.mark.engine
 def test_engine_sigkill_leaves_no_orphans_and_recovers(
-    lora_adapters, adapter_root: Path, tmp_path: Path
+    engine_settings: EngineSettings, lora_adapters, adapter_root: Path, tmp_path: Path
 ) -> None:
     """A gateway with its own embedded vLLM engine; the engine's api_server is SIGKILLed.
 
@@ -237,14 +237,7 @@ def test_engine_sigkill_leaves_no_orphans_and_recovers(
 
     from serving.engine.pool import EnginePool
 
-    engine = EngineSettings(
-        port=free_port(),
-        dtype="float32",
-        max_lora_rank=16,
-        max_loras=2,
-        max_num_seqs=8,
-        startup_timeout_s=900,
-    )
+    engine = engine_settings.model_copy(update={"port": free_port(), "urls": [], "max_num_seqs": 8})
     server = ServerSettings(
         port=free_port(),
         api_keys=["sk-test-user-0123456789"],

@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bench._fuzz import run_schemathesis
+from bench._fuzz import run_schemathesis, seed_resources
 from tests.conftest import Gateway, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.engine
@@ -41,14 +40,7 @@ def fuzz_gateway(
         max_tokens_limit=4,
     )
     gw = start_gateway(settings, adapter_root)
-    with httpx.Client(base_url=gw.url, headers=gw.headers(admin=True), timeout=300) as admin:
-        admin.post(
-            "/v1/adapters", json={"name": "fz-alpha", "path": str(lora_adapters["alpha"])}
-        ).raise_for_status()
-        admin.put("/v1/aliases/fz-live", json={"target": "fz-alpha@1"}).raise_for_status()
-        admin.post("/v1/collections", json={"name": "fz-kb"}).raise_for_status()
-        docs = [{"id": "doc-0", "text": "The vault opens at dawn."}, {"id": "doc-1", "text": "Bring a lamp."}]
-        admin.post("/v1/collections/fz-kb/documents", json={"documents": docs}).raise_for_status()
+    gw.fuzz_parameters = seed_resources(gw.url, gw.admin_key, lora_adapters["alpha"], BASE)  # type: ignore[attr-defined]
     yield gw
     gw.server.stop()
 
@@ -60,13 +52,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(fuzz_gateway: Gateway
         tmp_path / "fuzz",
         seed=42,
         max_examples=8,
-        parameters={
-            "path.ref": "fz-alpha",
-            "path.alias": "fz-live",
-            "path.name": "fz-kb",
-            "path.document_id": "doc-0",
-            "path.model": BASE,
-        },
+        parameters=fuzz_gateway.fuzz_parameters,  # type: ignore[attr-defined]
         no_coverage=("/v1/chat/completions", "/v1/completions"),
         timeout_s=600,
     )
