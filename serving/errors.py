@@ -179,6 +179,7 @@ _BY_STATUS: dict[int, type[GatewayError]] = {
     502: EngineError,
     503: ServiceUnavailableError,
 }
+_HTTP_CODES = {400: "invalid_body", 413: "request_too_large", 415: "unsupported_media_type"}
 _LOC_PREFIXES = frozenset({"body", "query", "path", "header", "cookie"})
 _JSON_MEDIA = ("application/json",)
 
@@ -329,7 +330,7 @@ def as_gateway_error(exc: BaseException, request: Request | None = None) -> Gate
                 f"We could not parse the JSON body of your request: it is not valid UTF-8 ({exc.__cause__.reason})",
                 code="invalid_json",
             )
-        return cls(str(exc.detail), code="invalid_body" if status == 400 else None, headers=headers)
+        return cls(str(exc.detail), code=_HTTP_CODES.get(status), headers=headers)
     return InternalError("internal server error", code="internal_error")
 
 

@@ -29,7 +29,16 @@ from serving.settings import TokenLimits
 
 #: OpenAI parameters accepted for compatibility that change nothing here (not forwarded to the engine).
 NO_EFFECT: frozenset[str] = frozenset(
-    {"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier", "prediction", "verbosity"}
+    {
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        "prediction",
+        "verbosity",
+        "modalities",
+    }
 )
 
 #: Fields vLLM's server knows but this gateway refuses from clients, with the reason given in the error.

@@ -47,6 +47,12 @@ class AdapterInfo:
     """How the base model was verified: ``manifest`` (fingerprint) or ``shapes`` (weights vs base config)."""
 
 
+def _model_key(name: str) -> str:
+    """``/models/SmolLM2-135M-Instruct``, ``HuggingFaceTB/SmolLM2-135M-Instruct`` and ``smollm2-135m-instruct``
+    name the same model."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
 def _bad(message: str, code: str) -> BadRequestError:
     return BadRequestError(message, param="path", code=code)
 
@@ -215,9 +221,21 @@ def validate_adapter(path: Path, base_model_dir: Path, max_rank: int) -> Adapter
                 "fingerprint differs from the served model's",
                 "base_model_mismatch",
             )
+        # The fingerprint decides; peft's base_model_name_or_path is where training loaded the model from (a path
+        # on another machine, a hub id), so a different name is reported, not refused.
+        declared = str(config.get("base_model_name_or_path") or "")
+        if declared and _model_key(declared) != _model_key(manifest.base_model.name):
+            logger.warning(
+                "adapter config names another base model than its manifest; the manifest's fingerprint matches",
+                extra={
+                    "adapter": str(path),
+                    "declared_base": declared,
+                    "manifest_base": manifest.base_model.name,
+                },
+            )
         base_check = "manifest"
     else:
-        declared = config.get("base_model_name_or_path")
+        declared = str(config.get("base_model_name_or_path") or "")
         logger.info(
             "no manifest; checking weight shapes", extra={"adapter": str(path), "declared_base": declared}
         )

@@ -362,3 +362,30 @@ def test_rag_usage_chunk_stays_last(gw: Gateway, http: httpx.Client) -> None:
     *_, citations, usage = (json.loads(e) for e in events[:-1])
     assert citations["citations"] == [{"id": "doc-1", "text": "passage"}] and citations["choices"] == []
     assert usage["usage"]["completion_tokens"] == 2 and usage["choices"] == []
+
+
+def test_manifest_fingerprint_decides_over_the_peft_base_name(
+    lora_adapters, base_model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decision (docs/serving.md): an adapter whose manifest fingerprint matches the served model is accepted even
+    when peft's ``base_model_name_or_path`` names another model (a path from the training machine, a hub id), and
+    the disagreement is logged."""
+    import shutil
+
+    from serving.adapters.validation import validate_adapter
+
+    adapter = tmp_path / "renamed"
+    shutil.copytree(lora_adapters["alpha"], adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="serving.adapters.validation"):
+        info = validate_adapter(adapter, base_model_path, max_rank=16)
+    assert info.base_check == "manifest"
+    (warning,) = [r for r in caplog.records if "another base model" in r.getMessage()]
+    assert warning.declared_base == "meta-llama/Llama-3.1-8B"  # type: ignore[attr-defined]
+    caplog.clear()
+    validate_adapter(
+        lora_adapters["alpha"], base_model_path, max_rank=16
+    )  # its own path: same model, no warning
+    assert not [r for r in caplog.records if "another base model" in r.getMessage()]
