@@ -102,7 +102,7 @@ class SamplingRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
@@ -131,7 +131,7 @@ class SamplingRequest(BaseModel):
     add_special_tokens: bool | None = None
     truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
     truncation_side: Literal["left", "right"] | None = None
-    prompt_logprobs: int | None = Field(default=None, ge=-1, le=20)
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] | None = None
     structured_outputs: dict[str, Any] | None = None
