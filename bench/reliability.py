@@ -46,7 +46,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from bench._common import REPO, machine, percentile, write_results
+from bench._common import REPO, RESULTS, machine, percentile, write_results
 from bench._fuzz import run_schemathesis, seed_resources
 from bench.serving import free_port, make_adapters
 from ragswap.config import Settings
@@ -218,10 +218,12 @@ def sse_text(lines: list[str]) -> tuple[str, str | None]:
 
 
 class Traffic:
-    def __init__(self, soak: Soak, http: httpx.AsyncClient, rng: random.Random) -> None:
+    def __init__(self, soak: Soak, http: httpx.AsyncClient, index: int, seed: int) -> None:
         self.soak = soak
         self.http = http
-        self.rng = rng
+        self.rng = random.Random(seed + index)
+        self.extra_adapter = f"rb-extra-{index}"
+        """Registered and removed by this worker only (the same weights as every worker's)."""
         self.user = {"Authorization": f"Bearer {USER_KEY}"}
         self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -326,10 +328,10 @@ class Traffic:
         start = time.monotonic()
         try:
             resp = await self.http.post(
-                "/v1/adapters", json={"name": "rb-a3", "path": "rb-a3"}, headers=self.admin
+                "/v1/adapters", json={"name": self.extra_adapter, "path": "rb-a3"}, headers=self.admin
             )
             if resp.status_code == 201:
-                resp = await self.http.delete("/v1/adapters/rb-a3", headers=self.admin)
+                resp = await self.http.delete(f"/v1/adapters/{self.extra_adapter}", headers=self.admin)
             self.record("adapter_add_remove", start, "ok" if resp.is_success else f"http_{resp.status_code}")
         except httpx.HTTPError as exc:
             self.record("adapter_add_remove", start, type(exc).__name__)
@@ -355,7 +357,11 @@ class Traffic:
                     async for _ in resp.aiter_lines():
                         break  # the client reads one event and goes away
             else:
-                await self.http.post("/v1/chat/completions", json=body, headers=self.user, timeout=1.0)
+                resp = await self.http.post("/v1/chat/completions", json=body, headers=self.user, timeout=1.0)
+                self.record(
+                    "disconnect", start, "ok" if resp.status_code == 200 else f"http_{resp.status_code}"
+                )
+                return  # answered within the second (an error, most likely): not a disconnect
         except httpx.ReadTimeout:
             pass
         except httpx.HTTPError as exc:
@@ -506,7 +512,7 @@ def sample_rss(
 async def soak_traffic(soak: Soak, seconds: float, workers: int, seed: int) -> None:
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=soak.url, timeout=120, limits=limits) as http:
-        traffic = [Traffic(soak, http, random.Random(seed + i)) for i in range(workers)]
+        traffic = [Traffic(soak, http, i, seed) for i in range(workers)]
         tasks = [asyncio.create_task(t.worker()) for t in traffic]
         await asyncio.sleep(seconds)
         soak.stop = True
@@ -670,6 +676,25 @@ def run_fuzz(args: argparse.Namespace, work: Path, base_path: str) -> dict[str, 
     }
 
 
+SOAK_FIGURES = (
+    "requests_sent",
+    "unexpected_failures",
+    "wrong_outputs",
+    "orphans",
+    "kill_to_503_ms_p95",
+    "kill_to_ready_s",
+    "rss_growth",
+)
+
+
+def _previous_results() -> dict[str, Any]:
+    path = RESULTS / "reliability.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -677,9 +702,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--fuzz-examples", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--skip-soak", action="store_true")
-    parser.add_argument("--skip-fuzz", action="store_true")
+    parser.add_argument(
+        "--skip-soak", action="store_true", help="keep the soak figures of the previous result file"
+    )
+    parser.add_argument(
+        "--skip-fuzz", action="store_true", help="keep the fuzz figures of the previous result file"
+    )
     parser.add_argument("--work", type=Path, default=ragswap_home() / "bench-reliability")
+    parser.add_argument("--note", default="", help="recorded with the results (e.g. what else ran meanwhile)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     provenance = machine()  # before anything is written
@@ -688,19 +718,19 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     base_path = resolve_model(BASE, ModelSettings())
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": provenance}
+    results: dict[str, Any] = {"machine": provenance, "note": args.note}
+    previous = _previous_results()
+    if args.skip_soak and "soak" in previous:  # the parts run separately (each under the heavy-work lock)
+        results["soak"] = {**previous["soak"], "from_previous_run": previous["machine"]}
+        for key in SOAK_FIGURES:
+            results[key] = previous["soak"][key]
+    if args.skip_fuzz and "fuzz" in previous:
+        results["fuzz"] = {**previous["fuzz"], "from_previous_run": previous["machine"]}
+        results["fuzz_cases"], results["fuzz_5xx"] = previous["fuzz_cases"], previous["fuzz_5xx"]
     if not args.skip_soak:
         soak = run_soak(args, args.work, base_path)
         results["soak"] = soak
-        for key in (
-            "requests_sent",
-            "unexpected_failures",
-            "wrong_outputs",
-            "orphans",
-            "kill_to_503_ms_p95",
-            "kill_to_ready_s",
-            "rss_growth",
-        ):
+        for key in SOAK_FIGURES:
             results[key] = soak[key]
     if not args.skip_fuzz:
         fuzz = run_fuzz(args, args.work, base_path)
