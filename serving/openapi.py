@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.utils import get_flat_dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from serving.errors import ErrorResponse
 
@@ -63,22 +64,25 @@ OPERATION_ERRORS: dict[str, tuple[int, ...]] = {
     "delete_evaluation": (409,),
 }
 
-#: ``responses=`` of the two inference routes: JSON, or server-sent events when ``stream`` is true.
-INFERENCE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The completion (JSON), or a stream of `data:` events ending in `data: [DONE]`",
-        "content": {
-            "text/event-stream": {
-                # Before OpenAPI 3.2 the schema of an event stream describes one event.
-                "schema": {
-                    "type": "object",
-                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
-                    "required": ["data"],
+
+def inference_responses(body: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of an inference route: ``body`` as JSON, or server-sent events when ``stream`` is true."""
+    return {
+        200: {
+            "model": body,
+            "description": "The completion (JSON), or a stream of `data:` events ending in `data: [DONE]`",
+            "content": {
+                "text/event-stream": {
+                    # Before OpenAPI 3.2 the schema of an event stream describes one event.
+                    "schema": {
+                        "type": "object",
+                        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                        "required": ["data"],
+                    }
                 }
-            }
-        },
+            },
+        }
     }
-}
 
 
 def _implied_errors(route: APIRoute) -> set[int]:

@@ -182,3 +182,30 @@ class SamplingRequest(BaseModel):
             options["include_usage"] = True
             body["stream_options"] = options
         return body
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    finish_reason: str | None = None
+
+
+class CompletionResponseBase(BaseModel):
+    """What the engine answers, as the OpenAPI document describes it (the gateway passes the engine's body on,
+    with ``model`` set to the requested name; fields beyond these are vLLM's own)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    created: int
+    model: str
+    usage: Usage | None = None

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.chat.rag import RagOptions
-from serving.protocol import ENGINE_CONTROL, SamplingRequest
+from serving.protocol import ENGINE_CONTROL, CompletionChoice, CompletionResponseBase, SamplingRequest
 
 
 class ChatMessage(BaseModel):
@@ -73,3 +73,13 @@ class ChatCompletionRequest(SamplingRequest):
 
     def message_dicts(self) -> list[dict[str, Any]]:
         return [m.model_dump(exclude_none=True) for m in self.messages]
+
+
+class ChatChoice(CompletionChoice):
+    message: dict[str, Any]
+    """``role``, ``content``, ``tool_calls``...; ``citations`` when the answer was grounded (RAG)."""
+
+
+class ChatCompletionResponse(CompletionResponseBase):
+    object: Literal["chat.completion"]
+    choices: list[ChatChoice]

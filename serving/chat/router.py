@@ -5,18 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from serving.chat.protocol import ChatCompletionRequest
+from serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from serving.chat.service import ChatService
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep, SettingsDep
 from serving.middleware import until_disconnected
-from serving.openapi import INFERENCE_RESPONSES
+from serving.openapi import inference_responses
 
 router = APIRouter(tags=["chat"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/v1/chat/completions", name="chat", response_model=None, responses=INFERENCE_RESPONSES)
+@router.post(
+    "/v1/chat/completions",
+    name="chat",
+    response_model=None,
+    responses=inference_responses(ChatCompletionResponse),
+)
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,

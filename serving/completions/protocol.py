@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from serving.protocol import SamplingRequest
+from serving.protocol import CompletionChoice, CompletionResponseBase, SamplingRequest
 
 
 class CompletionRequest(SamplingRequest):
@@ -27,3 +27,12 @@ class CompletionRequest(SamplingRequest):
 
     def engine_body(self, engine_model: str, exclude: set[str] | None = None) -> dict[str, object]:
         return super().engine_body(engine_model, (exclude or set()) | {"best_of"})
+
+
+class TextChoice(CompletionChoice):
+    text: str
+
+
+class CompletionResponse(CompletionResponseBase):
+    object: Literal["text_completion"]
+    choices: list[TextChoice]

@@ -6,16 +6,21 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from serving.chat.router import SSE_HEADERS
-from serving.completions.protocol import CompletionRequest
+from serving.completions.protocol import CompletionRequest, CompletionResponse
 from serving.completions.service import CompletionService
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep
 from serving.middleware import until_disconnected
-from serving.openapi import INFERENCE_RESPONSES
+from serving.openapi import inference_responses
 
 router = APIRouter(tags=["completions"])
 
 
-@router.post("/v1/completions", name="completions", response_model=None, responses=INFERENCE_RESPONSES)
+@router.post(
+    "/v1/completions",
+    name="completions",
+    response_model=None,
+    responses=inference_responses(CompletionResponse),
+)
 async def create_completion(
     body: CompletionRequest, request: Request, principal: ApiKeyDep, proxy: ProxyDep, registry: RegistryDep
 ) -> JSONResponse | StreamingResponse:
