@@ -222,21 +222,23 @@ class Traffic:
         self.soak = soak
         self.http = http
         self.rng = random.Random(seed + index)
+        self.last = "ok"
         self.extra_adapter = f"rb-extra-{index}"
         """Registered and removed by this worker only (the same weights as every worker's)."""
         self.user = {"Authorization": f"Bearer {USER_KEY}"}
         self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
     def record(self, kind: str, start: float, result: str, misrouted: bool = False) -> None:
+        self.last = result
         self.soak.outcomes.append(Outcome(kind, start, time.monotonic(), result, misrouted))
 
-    def check(self, kind: str, model: str, prompt: str, text: str, start: float, allowed: list[str]) -> None:
+    def check(self, name: str, kind: str, prompt: str, text: str, start: float, allowed: list[str]) -> None:
         expected = {self.soak.refs[(kind, m, prompt)] for m in allowed}
         if text in expected:
-            self.record(kind, start, "ok")
+            self.record(name, start, "ok")
             return
         others = {self.soak.refs[(kind, m, prompt)] for m in self.soak.models if m not in allowed}
-        self.record(kind, start, "wrong_output", misrouted=text in others)
+        self.record(name, start, "wrong_output", misrouted=text in others)
 
     async def generate(self, stream: bool, chat: bool) -> None:
         model = self.rng.choice([*self.soak.models, "rb-live"])
@@ -273,7 +275,7 @@ class Traffic:
         except httpx.HTTPError as exc:
             self.record(name, start, type(exc).__name__)
             return
-        self.check(kind, model, prompt, text, start, allowed)
+        self.check(name, kind, prompt, text, start, allowed)
 
     async def rag(self) -> None:
         body = {
@@ -385,6 +387,9 @@ class Traffic:
         while not self.soak.stop:
             (_, action) = self.rng.choices(actions, weights=weights)[0]
             await action()
+            if self.last not in ("ok", "disconnected"):
+                # As a client honouring Retry-After would: no tight loop of failures during an outage.
+                await asyncio.sleep(self.rng.uniform(0.5, 1.0))
 
 
 # ---- faults ------------------------------------------------------------------------------------------------------
@@ -403,12 +408,14 @@ def kill_engine(gateway: subprocess.Popen[bytes], soak: Soak, adapters: list[str
     api_server, children = engine_tree(gateway)
     assert api_server is not None, "no engine process under the gateway"
     fault = Fault("engine_kill", time.monotonic(), [api_server, *children])
-    os.kill(api_server, signal.SIGKILL)
-    fault.killed_at = time.monotonic()
-    while fault.unavailable_at is None and time.monotonic() - fault.killed_at < 30:
-        if httpx.get(f"{soak.url}/ready", timeout=2).status_code == 503:
-            fault.unavailable_at = time.monotonic()
-        time.sleep(0.01)
+    with httpx.Client(base_url=soak.url, timeout=2) as http:  # one kept-alive connection: no connect per poll
+        http.get("/ready")
+        os.kill(api_server, signal.SIGKILL)
+        fault.killed_at = time.monotonic()
+        while fault.unavailable_at is None and time.monotonic() - fault.killed_at < 30:
+            if http.get("/ready").status_code == 503:
+                fault.unavailable_at = time.monotonic()
+            time.sleep(0.005)
     time.sleep(max(0.0, fault.killed_at + 5 - time.monotonic()))
     fault.orphans = count_alive(children)
     fault.ready_at = wait_ready(soak.url, 900, poll=0.1)
@@ -568,6 +575,7 @@ def run_soak(args: argparse.Namespace, work: Path, base_path: str) -> dict[str, 
             time.sleep(30)
 
     injector = threading.Thread(target=inject, daemon=True)
+    soak_started = time.monotonic()
     injector.start()
     asyncio.run(soak_traffic(soak, duration, args.workers, args.seed))
     injector.join()
@@ -610,7 +618,7 @@ def run_soak(args: argparse.Namespace, work: Path, base_path: str) -> dict[str, 
         "faults": [
             {
                 "kind": f.kind,
-                "at_s": round(f.killed_at - started, 1),
+                "at_s": round(f.killed_at - soak_started, 1),
                 "processes": len(f.pids),
                 "orphans": f.orphans,
                 "to_unavailable_ms": round(((f.unavailable_at or f.killed_at) - f.killed_at) * 1000, 1),
