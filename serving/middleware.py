@@ -108,9 +108,9 @@ class GatewayMiddleware:
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
             }
             extra.update(state.get("log_extra", {}))
-            logger.info("request", extra=extra)
             if state.get("failed") or code == CLIENT_CLOSED_REQUEST:
                 _count_error(scope, state, code)
+            logger.info("request", extra=extra)
 
 
 def _count_error(scope: Scope, state: dict[str, Any], status: int) -> None:

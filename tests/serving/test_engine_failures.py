@@ -212,8 +212,10 @@ def test_client_disconnect_cancels_the_engine_request(tmp_path: Path) -> None:
         while engine.disconnects == 0:
             assert time.monotonic() < deadline, "the gateway did not cancel the engine request"
             time.sleep(0.05)
-        metrics = httpx.get(f"{gw.url}/metrics").text
-        assert 'ragswap_request_errors_total{endpoint="chat",model="",status="499"} 1.0' in metrics
+        counted = 'ragswap_request_errors_total{endpoint="chat",model="",status="499"} 1.0'
+        while counted not in (metrics := httpx.get(f"{gw.url}/metrics").text):
+            assert time.monotonic() < deadline + 2, "the abandoned request was not counted"
+            time.sleep(0.05)
         assert 'ragswap_requests_in_flight{replica="0"} 0.0' in metrics
     finally:
         gw.server.stop()

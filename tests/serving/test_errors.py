@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,16 @@ def assert_error(
     return error
 
 
+def logged(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.LogRecord]:
+    """The records of one request; the access line is written just after the response went out, so wait for it."""
+    deadline = time.monotonic() + 5
+    while True:
+        records = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+        if any(r.name == "serving.access" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.02)
+
+
 def errors_metric(http: httpx.Client, endpoint: str, status: int) -> float:
     prefix = f'ragswap_request_errors_total{{endpoint="{endpoint}",model="",status="{status}"}} '
     lines = [line for line in http.get("/metrics").text.splitlines() if line.startswith(prefix)]
@@ -101,9 +112,9 @@ def test_unknown_path_is_404_logged_and_counted(
     before = errors_metric(http, "unmatched", 404)
     with caplog.at_level(logging.INFO, logger="serving.access"):
         resp = httpx.get(f"{gw.url}/nope", headers={"x-request-id": "req-nope-1"}, timeout=10)
+        (record,) = logged(caplog, "req-nope-1")
     assert_error(resp, 404, "unknown_url")
     assert resp.headers["x-request-id"] == "req-nope-1"
-    (record,) = [r for r in caplog.records if getattr(r, "request_id", None) == "req-nope-1"]
     assert record.status == 404  # type: ignore[attr-defined]
     assert errors_metric(http, "unmatched", 404) == before + 1
 
@@ -122,12 +133,11 @@ def test_unexpected_exception_is_a_counted_500_in_shape(
     before = errors_metric(http, "boom", 500)
     with caplog.at_level(logging.INFO):
         resp = http.get("/test-only/boom")
+        records = logged(caplog, resp.headers["x-request-id"])
     error = assert_error(resp, 500, "internal_error")
     assert "a bug" not in error["message"] and "Traceback" not in resp.text
-    request_id = resp.headers["x-request-id"]
-    logged = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
-    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in logged)
-    assert any(getattr(r, "status", None) == 500 for r in logged)  # the access log has the real status
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in records)
+    assert any(getattr(r, "status", None) == 500 for r in records)  # the access log has the real status
     assert errors_metric(http, "boom", 500) == before + 1
 
 
