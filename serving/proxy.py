@@ -50,10 +50,10 @@ class EngineProxy:
         # The response already started with 200: the middleware cannot see this failure.
         self.metrics.errors.labels(endpoint, target.label, str(exc.status_code)).inc()
 
-    def _transport_error(self, replica: Replica, exc: httpx.HTTPError) -> GatewayError:
+    async def _transport_error(self, replica: Replica, exc: Exception) -> GatewayError:
         """What a broken exchange with a replica means for the client: 503 when the replica just died (retry
         shortly, another replica or its restart will answer), else 502."""
-        if replica.process is not None and not replica.process.running():
+        if await self.pool.died(replica):
             self.pool.mark_down(replica, "engine process exited")
             return self.pool.unavailable(f"replica {replica.index} exited while answering")
         return EngineError(f"replica {replica.index} failed: {exc!r}", code="engine_error")
@@ -77,7 +77,7 @@ class EngineProxy:
                 continue
             except httpx.HTTPError as exc:
                 await attempt.aclose()
-                raise self._transport_error(replica, exc) from exc
+                raise await self._transport_error(replica, exc) from exc
             except BaseException:
                 await attempt.aclose()
                 raise
@@ -196,12 +196,8 @@ class EngineProxy:
             self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
         except (httpx.HTTPError, ValueError) as exc:
             failure: GatewayError
-            if (
-                isinstance(exc, httpx.HTTPError)
-                and replica.process is not None
-                and not replica.process.running()
-            ):
-                failure = self._transport_error(replica, exc)
+            if isinstance(exc, httpx.HTTPError) and await self.pool.died(replica):
+                failure = await self._transport_error(replica, exc)
             else:
                 failure = EngineError(f"engine stream failed: {exc}", code="engine_stream_error")
             self._fail_mid_stream(endpoint, target, failure)

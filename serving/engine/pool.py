@@ -177,6 +177,19 @@ class EnginePool:
             except OSError:
                 logger.exception("engine restart failed", extra={"replica": replica.index})
 
+    async def died(self, replica: Replica, within_s: float = 0.5) -> bool:
+        """Whether the replica's engine process exited, waiting up to ``within_s`` for it: a killed process closes
+        its sockets a moment before the kernel reports its exit, so a dropped connection can come first."""
+        proc = replica.process
+        if proc is None:
+            return False
+        deadline = time.monotonic() + within_s
+        while proc.running():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     def mark_down(self, replica: Replica, reason: str) -> None:
         """Stop choosing ``replica`` now (it died, or refused a connection) and probe it again right away."""
         if replica.healthy:
