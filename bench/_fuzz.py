@@ -185,7 +185,8 @@ def run_schemathesis(
         "off",
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    # In out_dir: schemathesis keeps a cache of crashes under its working directory.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=out_dir)
     seconds = time.perf_counter() - start
     output = proc.stdout + proc.stderr
     if not report_path.is_file():
