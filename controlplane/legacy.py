@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from controlplane import changes
 from controlplane.clock import read_now
 from controlplane.db import Database
-from controlplane.errors import LegacyImportError
+from controlplane.errors import ControlPlaneError, LegacyImportError
 from controlplane.models import (
     Adapter,
     AdapterVersionRow,
@@ -186,41 +186,52 @@ def import_state_dir(db: Database, state_dir: Path) -> ImportReport | None:
             logger.warning("not importing an unreadable job", extra={"path": str(job_dir), "error": str(exc)})
             report.skipped_jobs.append(job_dir.name)
 
-    with db.write() as session:
-        change = changes.bump(session)
-        if session.get(ControlMeta, META_KEY) is not None:
-            return None  # imported already (by another process starting at the same time)
-        occupied = sum(
-            session.scalar(select(func.count()).select_from(model)) or 0
-            for model in (Adapter, Alias, EvalJob)
-        )
-        if occupied:
-            logger.warning(
-                "the control-plane database already holds a registry or jobs: not importing the state dir",
-                extra={"state_dir": str(state_dir)},
+    try:
+        with db.write() as session:
+            change = changes.bump(session)
+            if session.get(ControlMeta, META_KEY) is not None:
+                return None  # imported already (by another process starting at the same time)
+            occupied = sum(
+                session.scalar(select(func.count()).select_from(model)) or 0
+                for model in (Adapter, Alias, EvalJob)
             )
-            return None
-        now = read_now(session)
-        _insert_registry(session, registry, report)
-        _insert_jobs(session, jobs, report)
-        sequence = session.get(IdSequence, VERSION_IDS)
-        top = max([registry.next_id - 1, *(v.id for vs in registry.adapters.values() for v in vs.values())])
-        if sequence is None:
-            session.add(IdSequence(name=VERSION_IDS, value=top))
-        else:
-            sequence.value = max(sequence.value, top)
-        summary = {k: v for k, v in vars(report).items() if k != "renamed"}
-        session.add(ControlMeta(key=META_KEY, value={**summary, "at": now}))
-        session.add(
-            RegistryEvent(
-                at=now,
-                change=change,
-                actor="import",
-                kind="registry.imported",
-                subject="state_dir",
-                data=summary,
+            if occupied:
+                logger.warning(
+                    "the control-plane database already holds a registry or jobs: not importing the state dir",
+                    extra={"state_dir": str(state_dir)},
+                )
+                return None
+            now = read_now(session)
+            _insert_registry(session, registry, report)
+            _insert_jobs(session, jobs, report)
+            sequence = session.get(IdSequence, VERSION_IDS)
+            top = max(
+                [registry.next_id - 1, *(v.id for vs in registry.adapters.values() for v in vs.values())]
             )
-        )
+            if sequence is None:
+                session.add(IdSequence(name=VERSION_IDS, value=top))
+            else:
+                sequence.value = max(sequence.value, top)
+            summary = {k: v for k, v in vars(report).items() if k != "renamed"}
+            session.add(ControlMeta(key=META_KEY, value={**summary, "at": now}))
+            session.add(
+                RegistryEvent(
+                    at=now,
+                    change=change,
+                    actor="import",
+                    kind="registry.imported",
+                    subject="state_dir",
+                    data=summary,
+                )
+            )
+    except ControlPlaneError:
+        raise
+    except Exception as exc:
+        raise LegacyImportError(
+            f"importing the state dir {state_dir} failed and was rolled back (files untouched): "
+            f"{type(exc).__name__}: {exc}",
+            code="legacy_import_failed",
+        ) from exc
     for path in (registry_path, jobs_root):
         if path.exists():
             target = path.with_name(path.name + MIGRATED_SUFFIX)
