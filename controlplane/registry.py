@@ -87,8 +87,10 @@ class RegistrySnapshot:
     change: int = 0
     adapters: dict[str, dict[int, AdapterVersion]] = field(default_factory=dict)
     aliases: dict[str, AliasRecord] = field(default_factory=dict)
-    pending_unloads: dict[str, int] = field(default_factory=dict)
-    """Engine adapter name → the change that removed it (not yet unloaded everywhere)."""
+    pending_unloads: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Engine adapter name → (the change that removed it, when): removed, not yet unloaded everywhere."""
+    read_at: float = 0.0
+    """The database's time when the snapshot was read (compare ``pending_unloads`` times with it)."""
 
     def versions(self) -> list[AdapterVersion]:
         return sorted((v for vs in self.adapters.values() for v in vs.values()), key=lambda v: v.id)
@@ -200,8 +202,16 @@ class RegistryStore:
                 updated_at=iso(alias.updated_at),
                 targets=targets,
             )
-        pending = {p.engine_name: p.change for p in session.scalars(select(PendingUnload)).all()}
-        return RegistrySnapshot(change=change, adapters=adapters, aliases=aliases, pending_unloads=pending)
+        pending = {
+            p.engine_name: (p.change, p.requested_at) for p in session.scalars(select(PendingUnload)).all()
+        }
+        return RegistrySnapshot(
+            change=change,
+            adapters=adapters,
+            aliases=aliases,
+            pending_unloads=pending,
+            read_at=read_now(session),
+        )
 
     def next_version(self, name: str) -> int:
         """The version number a registration without an explicit one gets: latest + 1."""

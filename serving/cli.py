@@ -1,4 +1,5 @@
-"""`ragswap serve` and `ragswap adapters ...` (the latter talk to a running gateway over its HTTP API)."""
+"""`ragswap serve`, `ragswap worker` and `ragswap adapters ...` (the latter talk to a running gateway over its HTTP
+API)."""
 
 from __future__ import annotations
 
@@ -165,5 +166,50 @@ def register(app: typer.Typer) -> None:
         except InsecureBindError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
+
+    @app.command("worker")
+    def worker_cmd(
+        gateway_url: Annotated[
+            str | None,
+            typer.Option(help="Gateway (or load balancer) the jobs run against (worker.gateway_url)."),
+        ] = None,
+        concurrency: Annotated[
+            int | None, typer.Option(help="Jobs run at once (worker.concurrency).", min=1, max=16)
+        ] = None,
+        health_port: Annotated[
+            int | None, typer.Option(help="Serve /health and /ready on this port (worker.health_port).")
+        ] = None,
+        embedded_by: Annotated[
+            int | None,
+            typer.Option(
+                "--embedded-by", hidden=True, help="Started by this gateway pid; settings on stdin."
+            ),
+        ] = None,
+    ) -> None:
+        """Run evaluation jobs from the control plane's queue until interrupted (SIGTERM hands the job back).
+
+        On PostgreSQL (server.database_url) run as many as you like, anywhere that reaches the database and a
+        gateway; `ragswap serve` on the embedded SQLite database already runs one itself.
+        """
+        import json
+        import sys
+
+        from ragswap.config import Settings, load_settings
+        from serving.evaluations.worker import run_worker_process
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        settings = Settings(**json.loads(sys.stdin.read())) if embedded_by else load_settings()
+        update = {
+            k: v
+            for k, v in {
+                "gateway_url": gateway_url,
+                "concurrency": concurrency,
+                "health_port": health_port,
+            }.items()
+            if v is not None
+        }
+        if update:
+            settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
+        run_worker_process(settings, embedded_by=embedded_by)
 
     app.add_typer(adapters_app, name="adapters")

@@ -22,8 +22,8 @@ RefPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 @router.post("/v1/adapters", status_code=status.HTTP_201_CREATED, response_model=AdapterPublic)
-async def create_adapter(body: AdapterCreate, _: AdminDep, registry: RegistryDep) -> AdapterPublic:
-    version = await registry.register(body)
+async def create_adapter(body: AdapterCreate, principal: AdminDep, registry: RegistryDep) -> AdapterPublic:
+    version = await registry.register(body, actor=principal.key_hint)
     return registry.public(version)
 
 
@@ -41,11 +41,11 @@ async def get_adapter(ref: RefPath, _: ApiKeyDep, registry: RegistryDep) -> Adap
 @router.delete("/v1/adapters/{ref}", response_model=AdapterDeleted)
 async def delete_adapter(
     ref: RefPath,
-    _: AdminDep,
+    principal: AdminDep,
     registry: RegistryDep,
     force: Annotated[bool, Query(description="Also remove aliases pointing at it.")] = False,
 ) -> AdapterDeleted:
-    deleted, aliases = await registry.remove(ref, force=force)
+    deleted, aliases = await registry.remove(ref, force=force, actor=principal.key_hint)
     return AdapterDeleted(deleted=deleted, removed_aliases=aliases)
 
 
@@ -58,16 +58,16 @@ async def list_aliases(_: ApiKeyDep, registry: RegistryDep) -> AliasList:
 async def put_alias(
     alias: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")],
     body: AliasUpdate,
-    _: AdminDep,
+    principal: AdminDep,
     registry: RegistryDep,
 ) -> AliasPublic:
-    record = await registry.set_alias(alias, body.target, body.default_collection)
+    record = await registry.set_alias(alias, body.target, body.default_collection, actor=principal.key_hint)
     return registry.alias_public(alias, record)
 
 
 @router.delete("/v1/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_alias(alias: RefPath, _: AdminDep, registry: RegistryDep) -> None:
-    await registry.delete_alias(alias)
+async def delete_alias(alias: RefPath, principal: AdminDep, registry: RegistryDep) -> None:
+    await registry.delete_alias(alias, actor=principal.key_hint)
 
 
 def attach_router(app: FastAPI) -> None:

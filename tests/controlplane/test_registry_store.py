@@ -12,7 +12,6 @@ from controlplane import (
     NewVersion,
     RecordConflictError,
     RecordNotFoundError,
-    RegistrySnapshot,
 )
 
 BASE = "base-model"
@@ -33,7 +32,8 @@ def new(name: str, version: int, collection: str | None = None) -> NewVersion:
 
 def test_versions_ids_and_snapshot(plane: ControlPlane) -> None:
     store = plane.registry
-    assert store.snapshot() == RegistrySnapshot()
+    empty = store.snapshot()
+    assert (empty.change, empty.adapters, empty.aliases, empty.pending_unloads) == (0, {}, {}, {})
     a1, c1 = store.add_version(new("alpha", 1), reserved={BASE}, actor="…min1")
     b1, c2 = store.add_version(new("beta", 1, "kb"), ["prod"], reserved={BASE})
     a2, _ = store.add_version(new("alpha", 2), reserved={BASE})
@@ -51,7 +51,7 @@ def test_versions_ids_and_snapshot(plane: ControlPlane) -> None:
 
     removal = store.remove("alpha@2")
     assert [v.ref for v in removal.versions] == ["alpha@2"]
-    assert store.snapshot().pending_unloads == {"alpha@2": removal.change}
+    assert store.snapshot().pending_unloads["alpha@2"][0] == removal.change
     a3, _ = store.add_version(new("alpha", 2), reserved={BASE})
     assert a3.id == 4  # id 3 is never handed out again
     assert "alpha@2" not in store.snapshot().pending_unloads  # registered again: keep it loaded
