@@ -21,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from controlplane.changes import ChangeListener
     from controlplane.db import Database, default_url, safe_url
     from controlplane.errors import (
         ControlPlaneError,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "ControlPlane": "controlplane.service",
+    "ChangeListener": "controlplane.changes",
     "Database": "controlplane.db",
     "default_url": "controlplane.db",
     "safe_url": "controlplane.db",
@@ -89,6 +91,7 @@ __all__ = [
     "AdapterVersion",
     "AliasRecord",
     "AliasTargetRecord",
+    "ChangeListener",
     "ClaimedJob",
     "ControlPlane",
     "ControlPlaneError",

@@ -478,6 +478,23 @@ class RegistryStore:
             self._event(session, change, now, actor, "alias.deleted", alias)
         return change
 
+    def pending_unloads(self) -> dict[str, tuple[int, float]]:
+        """Engine adapter names that engines may hold but must not (see :meth:`guard_load`, :meth:`remove`)."""
+        with self.db.read() as session:
+            return {
+                p.engine_name: (p.change, p.requested_at)
+                for p in session.scalars(select(PendingUnload)).all()
+            }
+
+    def guard_load(self, engine_name: str) -> None:
+        """Note that ``engine_name`` is about to be loaded on the engines *before* it is recorded.
+
+        Recording it (:meth:`add_version`) clears the note; if the registering gateway dies in between, the note
+        tells the next reconciler to unload the adapter the engines were left holding.
+        """
+        with self.db.write() as session:
+            session.merge(PendingUnload(engine_name=engine_name, change=0, requested_at=read_now(session)))
+
     def unloaded(self, engine_names: Collection[str]) -> None:
         """Removed versions that no engine holds any more: forget their pending unloads."""
         if not engine_names:

@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
     sync_interval_s: float = Field(default=0.5, gt=0, le=10)
     """How often the gateway polls the control plane's change counter; a change made through another gateway is
     routed by this one at most about this long (plus one snapshot read) later."""
+    change_notify: bool = True
+    """On PostgreSQL, also ``LISTEN`` for change notifications, so that a change is routed within milliseconds
+    instead of at the next poll (polling stays on: a notification lost on a dropped connection costs one interval)."""
     heartbeat_s: float = Field(default=2.0, gt=0, le=60)
     """How often the gateway records that it is alive and what it still drains; one silent for 3 heartbeats
     (plus one sync interval) is taken for dead, so removals stop waiting for it."""

@@ -2,9 +2,9 @@
 changes made through the database, engines kept in step by :class:`~serving.engine.reconcile.EngineReconciler`.
 
 Requests never wait for the database: :meth:`AdapterRegistry.resolve` reads the snapshot this gateway holds. A
-background loop polls the control plane's change counter every ``server.sync_interval_s`` and swaps in a new
-snapshot (one attribute assignment: a request sees the old or the new registry, never a mix) when another gateway
-changed something; changes made here are applied at once.
+background loop polls the control plane's change counter every ``server.sync_interval_s`` (and at once on a
+PostgreSQL change notification) and swaps in a new snapshot (one attribute assignment: a request sees the old or
+the new registry, never a mix) when another gateway changed something; changes made here are applied at once.
 
 A change is validated first, then (registration) loaded on every replica under all engines' locks and recorded in
 one transaction — a failure part-way unloads it again, so the previous state stays intact — or (removal)
@@ -33,7 +33,7 @@ from serving.engine.reconcile import EngineReconciler
 from serving.errors import ConflictError, NotFoundError, ServiceUnavailableError
 
 if TYPE_CHECKING:
-    from controlplane import AdapterVersion, AliasRecord, ControlPlane, RegistrySnapshot
+    from controlplane import AdapterVersion, AliasRecord, ChangeListener, ControlPlane, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class AdapterRegistry:
         self._drained = asyncio.Condition()
         self._base_dir: Path | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listener: ChangeListener | None = None
         self._wake = asyncio.Event()
         self._beat_now = False
         self._db_healthy = True
@@ -106,12 +107,23 @@ class AdapterRegistry:
             self.plane, self.plane.instances.register_gateway, self.instance, url, self._snap.change
         )
         self._task = asyncio.create_task(self._sync_loop(), name="ragswap-registry-sync")
+        if self.plane.db.is_postgres and server.change_notify:
+            from controlplane import ChangeListener
+
+            loop = asyncio.get_running_loop()
+            self._listener = ChangeListener(
+                self.plane.db.url.render_as_string(hide_password=False),
+                lambda: loop.call_soon_threadsafe(self._wake.set),
+            )
+            self._listener.start()
         logger.info(
             "adapter registry loaded",
             extra={"adapters": [v.ref for v in self.versions()], "change": self._snap.change},
         )
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -361,7 +373,7 @@ class AdapterRegistry:
                 details={"alpha": info.alpha},
             )
             engine_name = f"{name}@{version_no}"
-            await self.reconciler.load_everywhere(engine_name, new.path)
+            await self.reconciler.load_new(engine_name, new.path)
             try:
                 version, _ = await db_call(
                     self.plane,
@@ -372,7 +384,7 @@ class AdapterRegistry:
                     actor=actor,
                 )
             except BaseException:
-                await self.reconciler.unload_everywhere([engine_name])
+                await self.reconciler.discard_new(engine_name)
                 raise
             await self.refresh()
         self.pool.metrics.adapter_ops.labels("register", "ok").inc()

@@ -6,7 +6,9 @@ the engine URL — loopback URLs also by host, since they name a different engin
 
 1. read the registry *fresh from the database* (never this gateway's possibly older snapshot);
 2. ask the engine what it holds;
-3. load what is missing, unload what is neither registered nor still being drained by some gateway.
+3. load what is missing; unload what the registry says must go — versions removed and drained everywhere (or
+   past the drain timeout), and loads of registrations whose gateway died before recording them. Adapters the
+   registry knows nothing about are left alone (another control plane, or an operator, may own them).
 
 Because every gateway observes under the lock, the first one to get it does the work and the others find
 nothing left to do: each change reaches each engine once, and an engine that restarted empty is refilled once.
@@ -21,9 +23,9 @@ an orphan, nor two gateways register the same ``name@version`` at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
     from controlplane import ControlPlane, LockHandle, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
-
-_RAGSWAP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}@\d+$")
-"""Engine adapter names ragswap creates (``name@version``); anything else on an engine is not ours to unload."""
 
 
 def engine_lock_name(url: str) -> str:
@@ -151,6 +150,22 @@ class EngineReconciler:
                 return_exceptions=True,
             )
 
+    async def load_new(self, engine_name: str, path: str) -> None:
+        """Load a registration everywhere (call it holding :meth:`engines_locked`); guarded so that a gateway dying
+        before the registration is recorded does not leave it on the engines."""
+        await db_call(self.plane, self.plane.registry.guard_load, engine_name)
+        try:
+            await self.load_everywhere(engine_name, path)
+        except BaseException:
+            await db_call(self.plane, self.plane.registry.unloaded, [engine_name])
+            raise
+
+    async def discard_new(self, engine_name: str) -> None:
+        """Undo :meth:`load_new` (recording the registration failed)."""
+        await self.unload_everywhere([engine_name])
+        with contextlib.suppress(Exception):  # the database may be why recording failed: the guard stays then
+            await self.plane.call(self.plane.registry.unloaded, [engine_name])
+
     async def finish_removal(self, engine_names: Collection[str]) -> None:
         """Unload removed (and drained) versions everywhere, then forget their pending unloads."""
         async with self.engines_locked():
@@ -194,8 +209,7 @@ class EngineReconciler:
                     "adapter could not be re-applied",
                     extra={"replica": replica.index, "adapter": version.ref, "error": exc.message},
                 )
-        extras = sorted(held - snapshot.engine_names())
-        for engine_name in extras:
+        for engine_name in sorted((held - snapshot.engine_names()) & set(snapshot.pending_unloads)):
             if await self._may_unload(engine_name, snapshot):
                 try:
                     await self.unload(replica, engine_name)
@@ -218,14 +232,12 @@ class EngineReconciler:
         return True
 
     async def _may_unload(self, engine_name: str, snapshot: RegistrySnapshot) -> bool:
-        """Not ours (no ``name@version``): never. Removed: once drained everywhere or past the drain timeout.
-        Neither registered nor pending: an orphan (a registration whose gateway died before recording it)."""
-        if not _RAGSWAP_NAME.match(engine_name):
-            return False
-        pending = snapshot.pending_unloads.get(engine_name)
-        if pending is None:
-            return True
-        change, requested_at = pending
+        """A pending unload may happen once no live gateway can still route to it, or past the drain timeout.
+
+        (A registration's guard has change 0: every gateway has applied that, and none routes to an adapter that
+        was never recorded, so it goes at once — the registering gateway released the engine locks, so it is no
+        longer loading it.)"""
+        change, requested_at = snapshot.pending_unloads[engine_name]
         if snapshot.read_at - requested_at > self.drain_timeout_s:
             return True
         return await self.plane.call(
@@ -233,9 +245,13 @@ class EngineReconciler:
         )
 
     async def sweep(self) -> None:
-        """Reconcile ready replicas that hold adapters the registry no longer has (left by a gateway that died
-        between a removal and its unload)."""
+        """Reconcile ready replicas holding adapters the registry wants gone (left by a gateway that died between
+        a removal and its unload, or between loading a registration and recording it)."""
         desired = self.desired()
-        for replica in self.pool.replicas:
-            if replica.ready and {n for n in replica.loaded - desired if _RAGSWAP_NAME.match(n)}:
+        stale = [r for r in self.pool.replicas if r.ready and r.loaded - desired]
+        if not stale:
+            return
+        pending = await self.plane.call(self.plane.registry.pending_unloads)
+        for replica in stale:
+            if (replica.loaded - desired) & set(pending):
                 await self(replica)

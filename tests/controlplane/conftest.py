@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,16 @@ def _database_url(server: Any, name: str) -> str:
     return make_url(server.get_uri()).set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_server: Any) -> Callable[[], str]:
+    """Creates a new, empty database on the session's server; returns its URL."""
+    return lambda: _database_url(postgres_server, f"t_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
-def postgres_url(postgres_server: Any) -> str:
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
     """A new, empty database on the session's server."""
-    return _database_url(postgres_server, f"t_{uuid.uuid4().hex[:12]}")
+    return new_postgres_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
