@@ -66,7 +66,7 @@ class WorkerSettings(BaseModel):
     worker`` processes)."""
     concurrency: int = Field(default=1, ge=1, le=16)
     """Jobs one worker runs at once (each job already runs ``eval.generation_concurrency`` samples at once)."""
-    lease_s: float = Field(default=30.0, ge=1.0)
+    lease_s: float = Field(default=15.0, ge=1.0)
     """A claimed job's lease, renewed every third of it; a job whose worker stops renewing (it died, or lost the
     database) is taken over by another worker this long after the last renewal and resumes from its traces."""
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -93,13 +93,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker = EmbeddedWorkerThread(settings, plane)
     service = EvaluationService(settings, plane, on_enqueue=worker.wake if worker else None)
     app.state.evaluations = service
-    if worker is not None:
-        await asyncio.to_thread(worker.start)
+    if worker is None:
+        yield
+        return
+
+    stopped = False
+
+    async def stop_worker() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            await asyncio.to_thread(worker.stop)
+
+    await asyncio.to_thread(worker.start)
+    # Stopped before the gateway stops accepting connections (serving.server.GatewayServer), so that the job it
+    # runs is handed back to the queue instead of seeing its requests refused.
+    app.state.before_shutdown = [*getattr(app.state, "before_shutdown", []), stop_worker]
     try:
         yield
     finally:
-        if worker is not None:
-            await asyncio.to_thread(worker.stop)
+        await stop_worker()
 
 
 def attach_router(app: FastAPI) -> None:

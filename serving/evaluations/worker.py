@@ -70,20 +70,46 @@ def embedded_mode(settings: Settings, dialect: str) -> str:
     return mode
 
 
-class DatabaseTraceSink:
-    """``eval``'s trace sink over the control plane's job store (blocking; the runner calls it from a thread)."""
+class GatewayUnavailableError(RuntimeError):
+    """The gateway the worker evaluates through stopped answering: the sample that failed meanwhile is not the
+    system's fault and is not stored; the job goes back to the queue."""
 
-    def __init__(self, jobs: JobStore, job_id: str, worker: str, attempt: int) -> None:
+
+def gateway_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _failed(trace: Any) -> bool:
+    return trace.error is not None or any(s.status == "failed" for s in trace.scores.values())
+
+
+class DatabaseTraceSink:
+    """``eval``'s trace sink over the control plane's job store (blocking; the runner calls it from a thread).
+
+    A sample that failed is stored only if the gateway still answers: one that failed because the gateway went
+    away (restart, network) raises :class:`GatewayUnavailableError` instead, so an outage never turns into
+    failed samples in the results.
+    """
+
+    def __init__(
+        self, jobs: JobStore, job_id: str, worker: str, attempt: int, gateway_url: str | None = None
+    ) -> None:
         self.jobs = jobs
         self.job_id = job_id
         self.worker = worker
         self.attempt = attempt
+        self.gateway_url = gateway_url
 
     def done(self) -> set[tuple[str, str]]:
         return self.jobs.traced(self.job_id)
 
     def append(self, trace: Any) -> None:
         """Store one trace; raises :class:`~controlplane.LeaseLostError` when this worker lost the job."""
+        if self.gateway_url and _failed(trace) and not gateway_answers(self.gateway_url):
+            raise GatewayUnavailableError(f"the gateway {self.gateway_url} does not answer")
         self.jobs.append_trace(
             self.job_id,
             self.worker,
@@ -220,7 +246,7 @@ class EvaluationWorker:
                 run_id=job_id,
                 settings=self.settings,
             )
-            sink = DatabaseTraceSink(self.plane.jobs, job_id, self.id, claimed.attempt)
+            sink = DatabaseTraceSink(self.plane.jobs, job_id, self.id, claimed.attempt, self.gateway_url)
             summary = await prepared.execute(sink=sink)
             await self.plane.call(
                 self.plane.jobs.finish, job_id, self.id, "succeeded", summary=summary.model_dump(mode="json")
@@ -228,6 +254,11 @@ class EvaluationWorker:
             logger.info("evaluation job succeeded", extra={"job": job_id, "worker": self.id})
         except LeaseLostError as exc:
             logger.info("evaluation job lost; stopping it", extra={"job": job_id, "reason": exc.message})
+        except GatewayUnavailableError as exc:
+            logger.warning("gateway unavailable; job handed back", extra={"job": job_id, "error": str(exc)})
+            with contextlib.suppress(Exception):
+                await self.plane.call(self.plane.jobs.release, job_id, self.id)
+            await self._wait_for_gateway()
         except asyncio.CancelledError:
             if lost:
                 logger.info("evaluation job lost; stopping it", extra={"job": job_id, "reason": lost[0]})

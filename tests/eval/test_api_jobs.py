@@ -100,7 +100,9 @@ def test_job_survives_restart_and_resumes(own_gateway: Any) -> None:
     assert recall["n_ok"] + recall["n_failed"] == 5  # each sample scored or counted as failed
     for trace in traces:
         score = trace["scores"]["context_recall"]
-        assert score["judge_calls"] and score["judge_calls"][0]["raw"]  # the judge's raw output is kept
+        assert score["judge_calls"] and score["judge_calls"][0]["raw"], (
+            score
+        )  # the judge's raw output is kept
         assert (score["status"] == "ok") == (score["value"] is not None)
     report = httpx.get(f"{gw2.url}/v1/evaluations/{job_id}/report", headers=gw2.headers(), timeout=60)
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
