@@ -38,7 +38,7 @@ from controlplane.models import (
     IdSequence,
     RegistryEvent,
 )
-from controlplane.registry import VERSION_IDS
+from controlplane.registry import VERSION_IDS, AdapterVersion
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,6 @@ REGISTRY_FILE = "adapters.json"
 JOBS_DIR = "evaluations"
 MIGRATED_SUFFIX = ".migrated"
 META_KEY = "legacy_import"
-
-
-class _LegacyVersion(BaseModel):
-    id: int
-    name: str
-    version: int
-    path: str
-    rank: int
-    target_modules: list[str]
-    base_check: str
-    default_collection: str | None = None
-    created_at: str
 
 
 class _LegacyAlias(BaseModel):
@@ -69,7 +57,8 @@ class _LegacyAlias(BaseModel):
 class _LegacyRegistry(BaseModel):
     format: Literal["ragswap-registry/1"] = "ragswap-registry/1"
     next_id: int = 1
-    adapters: dict[str, dict[int, _LegacyVersion]] = Field(default_factory=dict)
+    adapters: dict[str, dict[int, AdapterVersion]] = Field(default_factory=dict)
+    """Its version records have the fields of today's :class:`~controlplane.registry.AdapterVersion`."""
     aliases: dict[str, _LegacyAlias] = Field(default_factory=dict)
 
 
