@@ -46,14 +46,9 @@ def gateway_error(exc: ControlPlaneError) -> GatewayError:
 
 async def db_call(plane: ControlPlane, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a blocking control-plane call off the event loop; its failures become gateway errors (4xx/503)."""
-    from controlplane import ControlPlaneError, LockTimeoutError
+    from controlplane import ControlPlaneError
 
     try:
         return await plane.call(fn, *args, **kwargs)
     except ControlPlaneError as exc:
         raise gateway_error(exc) from exc
-    except LockTimeoutError as exc:
-        raise ServiceUnavailableError(
-            f"another registry change or engine reconciliation is still running ({exc}); retry shortly",
-            code="registry_busy",
-        ) from exc

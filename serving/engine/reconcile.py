@@ -27,6 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 
 from serving.controlplane import db_call
 from serving.engine.pool import EnginePool, Replica
-from serving.errors import BadRequestError, GatewayError
+from serving.errors import BadRequestError, GatewayError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from controlplane import ControlPlane, LockHandle, RegistrySnapshot
@@ -92,11 +93,26 @@ class EngineReconciler:
         held: list[LockHandle] = []
         try:
             for name in sorted({engine_lock_name(r.url) for r in self.pool.replicas}):
-                held.append(await db_call(self.plane, self.locks.acquire, name, self.lock_timeout_s))
+                held.append(await self._acquire(name))
             yield
         finally:
             for handle in reversed(held):
                 await self.plane.call(handle.release)
+
+    async def _acquire(self, name: str) -> LockHandle:
+        """Wait for a lock without holding a database thread while waiting (tries, then sleeps on the loop)."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.02
+        while (handle := await db_call(self.plane, self.locks.try_acquire, name)) is None:
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailableError(
+                    f"another registry change or engine reconciliation holds {name} (waited "
+                    f"{self.lock_timeout_s:.0f} s); retry shortly",
+                    code="registry_busy",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        return handle
 
     # ---- engine operations -----------------------------------------------------------------------------------
 
