@@ -118,6 +118,16 @@ def test_register_on_a_chat_on_b_switch_on_b_seen_on_a(cluster: dict[str, Any], 
     wait_for(a_routes_new_target, 2.0, "A routes the switched alias")
     assert time.monotonic() - switched <= 2.0
     assert answer(a, "so-prod") == beta_on_b
+
+    # A removal through A: B stops listing and routing it within 2 s.
+    with admin(a) as http:
+        resp = http.post("/v1/adapters", json={"name": "so-tmp", "path": str(lora_adapters["alpha"])})
+        assert resp.status_code == 201, resp.text
+        wait_for(lambda: "so-tmp" in {m.id for m in client(b).models.list()}, 2.0, "B lists so-tmp")
+        assert http.delete("/v1/adapters/so-tmp").status_code == 200
+        removed = time.monotonic()
+    wait_for(lambda: "so-tmp" not in {m.id for m in client(b).models.list()}, 2.0, "B drops so-tmp")
+    assert time.monotonic() - removed <= 2.0
     # Both gateways recorded who changed what.
     with admin(a) as http:
         adapters = http.get("/v1/adapters").json()["data"]
