@@ -104,8 +104,8 @@ async def chat_load(url: str, n: int, concurrency: int = 2) -> list[tuple[float,
 
 
 async def chats_during_eval(url: str, n: int) -> tuple[list[float], int, float]:
-    """Chat latencies (ms) of requests that ran entirely while an evaluation job was running; jobs are kept
-    queued two deep so the worker never idles. Returns the latencies, the jobs finished, the busy fraction."""
+    """Chat latencies (ms) of requests that ran entirely while evaluation jobs were running; jobs are kept queued
+    two deep so the worker never idles. Returns the latencies, the jobs finished, the busy fraction."""
     running: list[tuple[float, float]] = []
     stop = asyncio.Event()
     finished = 0
@@ -117,10 +117,13 @@ async def chats_during_eval(url: str, n: int) -> tuple[list[float], int, float]:
             seed = 0
             while not stop.is_set():
                 while len(live) < 2:
-                    body = {"name": f"bench-{seed}", "dataset": eval_rows(20, seed), "metrics": EVAL_METRICS}
-                    body["score_only"] = True
-                    job = (await http.post("/v1/evaluations", json=body)).json()
-                    live[job["id"]] = None
+                    body = {
+                        "name": f"bench-{seed}",
+                        "dataset": eval_rows(20, seed),
+                        "metrics": EVAL_METRICS,
+                        "score_only": True,
+                    }
+                    live[(await http.post("/v1/evaluations", json=body)).json()["id"]] = None
                     seed += 1
                 for job_id, since in list(live.items()):
                     status = (await http.get(f"/v1/evaluations/{job_id}")).json()["status"]
@@ -130,39 +133,67 @@ async def chats_during_eval(url: str, n: int) -> tuple[list[float], int, float]:
                         running.append((since or time.monotonic(), time.monotonic()))
                         del live[job_id]
                         finished += 1
-                await asyncio.sleep(0.05)
-            for since in live.values():
-                if since is not None:
-                    running.append((since, time.monotonic()))
+                await asyncio.sleep(0.2)
+            running.extend((since, time.monotonic()) for since in live.values() if since is not None)
 
     task = asyncio.create_task(jobs())
-    await asyncio.sleep(3.0)  # the first job is under way (and the worker's models are loaded)
+    await asyncio.sleep(5.0)  # the first jobs are under way (and the worker's models are loaded)
     loads = await chat_load(url, n)
     stop.set()
     await task
-    inside = [ms for start, end, ms in loads if any(a <= start and end <= b for a, b in running)]
+    busy = merge(running)
+    inside = [ms for start, end, ms in loads if any(a <= start and end <= b for a, b in busy)]
     window = (min(s for s, _, _ in loads), max(e for _, e, _ in loads))
-    busy = sum(max(0.0, min(b, window[1]) - max(a, window[0])) for a, b in running)
-    return inside, finished, busy / (window[1] - window[0])
+    covered = sum(max(0.0, min(b, window[1]) - max(a, window[0])) for a, b in busy)
+    return inside, finished, covered / (window[1] - window[0])
+
+
+def merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping intervals joined (when jobs run back to back, the worker is busy across their union)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + 0.25:  # status is polled every 0.2 s
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def p95(values: list[float]) -> float:
     return round(percentile(values, 95), 1)
 
 
+VARIANTS = {
+    "process": {"RAGSWAP_WORKER__EMBEDDED": "process"},
+    "process-normal-priority": {
+        "RAGSWAP_WORKER__EMBEDDED": "process",
+        "RAGSWAP_WORKER__CPU_PRIORITY": "normal",
+    },
+    "thread": {"RAGSWAP_WORKER__EMBEDDED": "thread"},
+}
+"""Embedded worker variants measured side by side; ``process`` (at ``cpu_priority: idle``) is the default."""
+
+
 def bench_eval_isolation(
-    procs: LocalProcesses, engine_url: str, adapter_root: Path, n: int
+    procs: LocalProcesses, engine_url: str, adapter_root: Path, n: int, rounds: int = 2
 ) -> dict[str, Any]:
+    """Per variant: idle and during-eval chat latencies, measured alternately in ``rounds`` (machine drift is
+    shared by both sides of each ratio)."""
     out: dict[str, Any] = {}
-    for mode in ("process", "thread"):
-        gw = procs.gateway(
-            f"embedded-{mode}", gateway_settings(engine_url, adapter_root, RAGSWAP_WORKER__EMBEDDED=mode)
-        )
+    for variant, extra in VARIANTS.items():
+        gw = procs.gateway(f"embedded-{variant}", gateway_settings(engine_url, adapter_root, **extra))
         gw.wait_ready()
         asyncio.run(chat_load(gw.url, 10))  # warm-up
-        idle = [ms for _, _, ms in asyncio.run(chat_load(gw.url, n))]
-        during, jobs, busy = asyncio.run(chats_during_eval(gw.url, n))
-        out[mode] = {
+        idle: list[float] = []
+        during: list[float] = []
+        jobs, busy = 0, []
+        for _ in range(rounds):
+            idle += [ms for _, _, ms in asyncio.run(chat_load(gw.url, n // rounds))]
+            inside, finished, covered = asyncio.run(chats_during_eval(gw.url, n // rounds))
+            during += inside
+            jobs += finished
+            busy.append(covered)
+        out[variant] = {
             "chat_p95_ms_idle": p95(idle),
             "chat_p95_ms_during_eval": p95(during),
             "ratio": round(p95(during) / p95(idle), 3),
@@ -171,9 +202,9 @@ def bench_eval_isolation(
             "chats_idle": len(idle),
             "chats_during_eval": len(during),
             "eval_jobs_finished": jobs,
-            "worker_busy_fraction": round(busy, 2),
+            "worker_busy_fraction": round(sum(busy) / len(busy), 2),
         }
-        console.print(f"embedded worker {mode}: {out[mode]}")
+        console.print(f"embedded worker {variant}: {out[variant]}")
         gw.stop()
     return out
 
@@ -282,11 +313,51 @@ def bench_worker_kill(
     }
 
 
+def bench_scale(
+    procs: LocalProcesses,
+    engine_url: str,
+    adapter_root: Path,
+    adapters: dict[str, Path],
+    pg: Any,
+    switches: int,
+) -> dict[str, Any]:
+    """Two gateways on PostgreSQL: propagation (polling only, then with NOTIFY), gateway kill, worker kill."""
+    url = pg.get_uri()
+    settings = gateway_settings(
+        engine_url, adapter_root, RAGSWAP_SERVER__DATABASE_URL=url, RAGSWAP_SERVER__HEALTH_INTERVAL_S=0.5
+    )
+    out: dict[str, Any] = {"propagation_ms": {}}
+    models: list[str] = []
+    for mode, notify in (("polling", "false"), ("notify", "true")):
+        a = procs.gateway(f"pg-a-{mode}", {**settings, "RAGSWAP_SERVER__CHANGE_NOTIFY": notify})
+        b = procs.gateway(f"pg-b-{mode}", {**settings, "RAGSWAP_SERVER__CHANGE_NOTIFY": notify})
+        a.wait_ready()
+        b.wait_ready()
+        models = models or register_pair(a, adapters)
+        seen = bench_propagation(a, b, models, switches)
+        out["propagation_ms"][mode] = [round(v, 1) for v in seen]
+        out[f"propagation_p95_ms_{mode}"] = p95(seen)
+        console.print(f"propagation ({mode}): p95 {p95(seen)} ms")
+        if mode == "polling":
+            a.stop()
+            b.stop()
+    out["failed_requests_gateway_kill"] = asyncio.run(streams_while_killing(b, a, [BASE, *models]))
+    out["worker_kill"] = bench_worker_kill(procs, settings, b, url)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chats", type=int, default=120, help="chat requests per latency measurement")
+    parser.add_argument("--chats", type=int, default=100, help="chat requests per latency measurement")
     parser.add_argument("--switches", type=int, default=30, help="alias switches timed per propagation mode")
+    parser.add_argument(
+        "--parts",
+        default="isolation,scale",
+        help="isolation (chat latency vs evaluations), scale (propagation, gateway kill, worker kill); "
+        "a partial run writes scale-<parts>.json",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     meta = machine()
     base_path = str(resolve_model(BASE, ModelSettings()))
     work = Path(tempfile.mkdtemp(prefix="ragswap-bench-scale-"))
@@ -298,72 +369,49 @@ def main() -> None:
     pg = start_postgres(work)
     try:
         with LocalProcesses(work / "procs") as procs:
-            isolation = bench_eval_isolation(procs, engine.url, adapter_root, args.chats)
-            results["eval_isolation"] = isolation
-            url = pg.get_uri()
-            pg_settings = gateway_settings(
-                engine.url,
-                adapter_root,
-                RAGSWAP_SERVER__DATABASE_URL=url,
-                RAGSWAP_SERVER__HEALTH_INTERVAL_S=0.5,
-            )
-            propagation: dict[str, list[float]] = {}
-            for mode, notify in (("polling", "false"), ("notify", "true")):
-                settings = {**pg_settings, "RAGSWAP_SERVER__CHANGE_NOTIFY": notify}
-                a = procs.gateway(f"pg-a-{mode}", settings)
-                b = procs.gateway(f"pg-b-{mode}", settings)
-                a.wait_ready()
-                b.wait_ready()
-                models = register_pair(a, adapters) if mode == "polling" else [f"{n}@1" for n in adapters]
-                propagation[mode] = bench_propagation(a, b, models, args.switches)
-                console.print(f"propagation ({mode}): p95 {p95(propagation[mode])} ms")
-                if mode == "notify":
-                    failed = asyncio.run(streams_while_killing(b, a, [BASE, *models]))
-                    results["kill"] = bench_worker_kill(procs, pg_settings, b, url)
-                else:
-                    a.stop()
-                    b.stop()
+            if "isolation" in parts:
+                results["eval_isolation"] = bench_eval_isolation(procs, engine.url, adapter_root, args.chats)
+            if "scale" in parts:
+                results["scale_out"] = bench_scale(
+                    procs, engine.url, adapter_root, adapters, pg, args.switches
+                )
     finally:
         pg.cleanup()
         engine.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    default = isolation["process"]
-    results.update(
-        {
-            "chat_p95_ms_idle": default["chat_p95_ms_idle"],
-            "chat_p95_ms_during_eval": default["chat_p95_ms_during_eval"],
-            "chat_p95_ratio_during_eval": default["ratio"],
-            "propagation_p95_ms": p95(propagation["notify"]),
-            "propagation_p95_ms_polling": p95(propagation["polling"]),
-            "propagation_ms": {m: [round(v, 1) for v in vs] for m, vs in propagation.items()},
-            "failed_requests_gateway_kill": failed,
-            "job_requeue_s": results["kill"]["job_requeue_s"],
-            "seconds": round(time.monotonic() - started, 1),
-        }
-    )
-    path = write_results("scale", results)
     table = Table("figure", "value", title="scale-out (one machine, real processes)")
-    for key in (
-        "chat_p95_ms_idle",
-        "chat_p95_ms_during_eval",
-        "chat_p95_ratio_during_eval",
-        "propagation_p95_ms",
-        "propagation_p95_ms_polling",
-        "failed_requests_gateway_kill",
-        "job_requeue_s",
-    ):
-        table.add_row(key, str(results[key]))
-    thread = isolation["thread"]
-    table.add_row(
-        "thread worker: p95 idle / during / ratio",
-        f"{thread['chat_p95_ms_idle']} / {thread['chat_p95_ms_during_eval']} / {thread['ratio']}",
-    )
-    kill = results["kill"]
-    table.add_row(
-        "worker kill: status, samples stored / twice",
-        f"{kill['job_status']}, {kill['samples_stored']} / {kill['samples_stored_twice']}",
-    )
+    if "eval_isolation" in results:
+        default = results["eval_isolation"]["process"]
+        results["chat_p95_ms_idle"] = default["chat_p95_ms_idle"]
+        results["chat_p95_ms_during_eval"] = default["chat_p95_ms_during_eval"]
+        results["chat_p95_ratio_during_eval"] = default["ratio"]
+        for variant, figures in results["eval_isolation"].items():
+            table.add_row(
+                f"chat p95 idle / during eval / ratio ({variant} worker)",
+                f"{figures['chat_p95_ms_idle']} / {figures['chat_p95_ms_during_eval']} ms / {figures['ratio']}",
+            )
+    if "scale_out" in results:
+        scale = results["scale_out"]
+        kill = scale["worker_kill"]
+        results["propagation_p95_ms"] = scale["propagation_p95_ms_notify"]
+        results["propagation_p95_ms_polling"] = scale["propagation_p95_ms_polling"]
+        results["failed_requests_gateway_kill"] = scale["failed_requests_gateway_kill"]
+        results["job_requeue_s"] = kill["job_requeue_s"]
+        for key in (
+            "propagation_p95_ms",
+            "propagation_p95_ms_polling",
+            "failed_requests_gateway_kill",
+            "job_requeue_s",
+        ):
+            table.add_row(key, str(results[key]))
+        table.add_row(
+            "worker kill: job status, samples stored / twice",
+            f"{kill['job_status']}, {kill['samples_stored']} / {kill['samples_stored_twice']}",
+        )
+    results["seconds"] = round(time.monotonic() - started, 1)
+    name = "scale" if parts == {"isolation", "scale"} else "scale-" + "-".join(sorted(parts))
+    path = write_results(name, results)
     console.print(table)
     console.print(f"wrote {path} in {results['seconds']} s")
 

@@ -61,7 +61,7 @@ class WorkerSettings(BaseModel):
 
     embedded: Literal["auto", "process", "thread", "off"] = "auto"
     """The worker ``ragswap serve`` runs beside the gateway: ``process`` (a child process at lower CPU priority),
-    ``thread`` (a thread of the gateway process, sharing its GIL), ``off``. ``auto`` = ``process`` on the embedded
+    ``thread`` (a thread of the gateway process, sharing its GIL and its CPU priority), ``off``. ``auto`` = ``process`` on the embedded
     SQLite database (so one command still runs evaluation jobs) and ``off`` on PostgreSQL (run ``ragswap
     worker`` processes)."""
     concurrency: int = Field(default=1, ge=1, le=16)
@@ -77,7 +77,9 @@ class WorkerSettings(BaseModel):
     ``0.0.0.0``)."""
     api_key: SecretStr | None = None
     """Bearer key the worker uses on the gateway. Empty: the first ``server.api_keys`` (else admin) key."""
-    nice: int = Field(default=10, ge=0, le=19)
-    """CPU niceness of worker processes (serving requests wins the CPU over batch scoring)."""
+    cpu_priority: Literal["idle", "low", "normal"] = "idle"
+    """CPU priority of worker processes: ``idle`` (Linux ``SCHED_IDLE``: scoring only uses CPU time that serving
+    leaves unused), ``low`` (nice 10) or ``normal``. A thread worker (``embedded: thread``) always runs at the
+    gateway's priority: lowering a thread that holds the GIL would stall the gateway with it."""
     health_port: int | None = Field(default=None, ge=1, le=65535)
     """``ragswap worker`` answers ``GET /health`` (alive) and ``GET /ready`` (database reachable) on this port."""

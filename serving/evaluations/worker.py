@@ -318,7 +318,7 @@ def _settings_json(settings: Settings) -> str:
 
 
 class EmbeddedWorkerProcess:
-    """A ``ragswap worker`` child of the gateway, at ``worker.nice`` CPU priority, with the gateway's settings.
+    """A ``ragswap worker`` child of the gateway, at ``worker.cpu_priority``, with the gateway's settings.
 
     It exits when the gateway does, even a killed one (the kernel signals it when its parent dies), releasing its
     job to the queue first.
@@ -359,6 +359,21 @@ def _die_with_parent(parent: int) -> None:
 
 
 # ---- ``ragswap worker`` ---------------------------------------------------------------------------------------
+
+
+def lower_cpu_priority(priority: str) -> None:
+    """This process (and the threads it starts later) yields the CPU to serving: ``idle`` = ``SCHED_IDLE``.
+
+    On a machine where the engine's OpenMP threads use every core, any runnable thread preempts one of them and
+    the whole forward pass waits at the next barrier; a ``SCHED_IDLE`` worker only runs when a core is idle.
+    """
+    try:
+        if priority == "idle" and hasattr(os, "sched_setscheduler"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif priority in ("idle", "low"):
+            os.nice(10)
+    except OSError as exc:
+        logger.warning("could not lower the worker's CPU priority", extra={"error": str(exc)})
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -409,8 +424,7 @@ def run_worker_process(settings: Settings, *, embedded_by: int | None = None) ->
 
     if embedded_by is not None:
         _die_with_parent(embedded_by)
-    with contextlib.suppress(OSError):
-        os.nice(settings.worker.nice)
+    lower_cpu_priority(settings.worker.cpu_priority)
     url = settings.server.database_url
     plane = ControlPlane.open(
         url.get_secret_value() if url is not None else None,
