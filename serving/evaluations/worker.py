@@ -136,8 +136,8 @@ class EvaluationWorker:
         self.id = worker_id or instance_id("worker")
         self.gateway_url = gateway_url(settings)
         self.api_key = worker_api_key(settings)
-        self.last_poll = 0.0
-        """``time.monotonic()`` of the last successful look at the queue (for readiness)."""
+        self.last_contact = 0.0
+        """``time.monotonic()`` of the last successful claim attempt or lease renewal (for readiness)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
@@ -172,7 +172,7 @@ class EvaluationWorker:
             try:
                 while len(running) < cfg.concurrency:
                     claimed = await self.plane.call(self.plane.jobs.claim, self.id, cfg.lease_s)
-                    self.last_poll = time.monotonic()
+                    self.last_contact = time.monotonic()
                     if claimed is None:
                         break
                     task = asyncio.create_task(self._execute(claimed), name=f"job-{claimed.record.id}")
@@ -225,6 +225,7 @@ class EvaluationWorker:
                 await asyncio.sleep(lease_s / 3)
                 try:
                     await self.plane.call(self.plane.jobs.heartbeat, job_id, self.id, lease_s)
+                    self.last_contact = time.monotonic()
                 except LeaseLostError as exc:
                     lost.append(exc.message)
                     run.cancel()
@@ -384,8 +385,10 @@ class _Health(BaseHTTPRequestHandler):
         if self.path == "/health":
             code, body = 200, {"status": "ok", "worker": self.worker.id}
         elif self.path == "/ready":
+            cfg = self.worker.settings.worker
             fresh = (
-                time.monotonic() - self.worker.last_poll < 3 * self.worker.settings.worker.poll_interval_s + 5
+                time.monotonic() - self.worker.last_contact
+                < max(3 * cfg.poll_interval_s, cfg.lease_s / 3) + 5
             )
             code, body = (200, {"status": "ready"}) if fresh else (503, {"status": "not_ready"})
         else:
