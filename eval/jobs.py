@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from eval.records import EvalSample, RunConfig, RunSummary
-from eval.runner import ProgressCallback, RunSpec, execute_run, new_run_id
+from eval.runner import ProgressCallback, RunSpec, TraceSink, execute_run, new_run_id
 from eval.settings import ALL_METRICS, EvalSettings
 
 if TYPE_CHECKING:
@@ -89,7 +89,10 @@ class PreparedRun:
     """The gateway app itself when the API runs the job: calls to it stay in-process."""
     judge_via_gateway: bool = True
 
-    async def execute(self, progress: ProgressCallback | None = None) -> RunSummary:
+    async def execute(
+        self, progress: ProgressCallback | None = None, sink: TraceSink | None = None
+    ) -> RunSummary:
+        """Run it; traces go to ``sink`` when given (and then no run directory is written)."""
         from eval.platform import PlatformClient
         from eval.scoring import JudgeConfig, build_scorer
 
@@ -116,11 +119,12 @@ class PreparedRun:
         try:
             return await execute_run(
                 self.spec,
-                self.run_dir,
+                None if sink is not None else self.run_dir,
                 scorer,
                 platform,
                 concurrency=settings.generation_concurrency,
                 progress=progress,
+                sink=sink,
             )
         finally:
             if platform is not None:

@@ -8,7 +8,9 @@ Layout of a run directory::
     report.html    self-contained HTML report (plots embedded)
 
 Traces are appended as they finish and a rerun skips (config, sample) pairs already present, so an interrupted run
-(Ctrl-C, a gateway restart during an API job) resumes where it stopped.
+(Ctrl-C, a gateway restart during an API job) resumes where it stopped. Where traces go is a :class:`TraceSink`:
+``traces.jsonl`` by default (:class:`FileTraceSink`); evaluation workers pass one that writes to the control-plane
+database instead (then no run directory is written).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
@@ -99,12 +102,52 @@ async def _trace_for(sample: EvalSample, config: RunConfig, platform: PlatformCl
     return trace
 
 
-def write_summary(
-    run_dir: Path, spec: RunSpec, seconds: float, judge_calls: int, failures: int
+class TraceSink(Protocol):
+    """Where a run's traces are stored. Methods may block (the runner calls them from a thread); ``append`` may
+    raise to stop the run (e.g. a worker that lost its job's lease)."""
+
+    def done(self) -> set[tuple[str, str]]:
+        """(config, sample id) pairs traced by an earlier, interrupted attempt: a resumed run skips them."""
+        ...
+
+    def append(self, trace: SampleTrace) -> None:
+        """Store one finished, scored sample."""
+        ...
+
+    def all(self) -> list[SampleTrace]:
+        """Every stored trace (the summary is computed from them)."""
+        ...
+
+
+class FileTraceSink:
+    """``traces.jsonl`` in a run directory, one trace per line."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "traces.jsonl"
+
+    def done(self) -> set[tuple[str, str]]:
+        traces = read_traces(self.run_dir)
+        if traces:
+            # Rewrite without a torn last line (a crash mid-write), so that new traces append cleanly.
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(t.model_dump_json() + "\n" for t in traces), encoding="utf-8")
+            tmp.replace(self.path)
+        return {(t.config, t.sample_id) for t in traces}
+
+    def append(self, trace: SampleTrace) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(trace.model_dump_json() + "\n")
+
+    def all(self) -> list[SampleTrace]:
+        return read_traces(self.run_dir)
+
+
+def summarise_run(
+    spec: RunSpec, traces: list[SampleTrace], seconds: float, judge_calls: int, failures: int
 ) -> RunSummary:
-    """Recompute ``summary.json`` from ``traces.jsonl``."""
-    traces = read_traces(run_dir)
-    summary = RunSummary(
+    """The run's summary from its traces."""
+    return RunSummary(
         run_id=spec.run_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=spec.dataset,
@@ -117,36 +160,46 @@ def write_summary(
         judge_failures=failures,
         seconds=round(seconds, 2),
     )
+
+
+def write_summary(
+    run_dir: Path, spec: RunSpec, seconds: float, judge_calls: int, failures: int
+) -> RunSummary:
+    """Recompute ``summary.json`` from ``traces.jsonl``."""
+    summary = summarise_run(spec, read_traces(run_dir), seconds, judge_calls, failures)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     return summary
 
 
-def _start_run_dir(run_dir: Path, spec: RunSpec) -> set[tuple[str, str]]:
-    """Write ``run.json``; the (config, sample) pairs already traced by an earlier, interrupted attempt."""
+def _start_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """Write ``run.json``: what is run, enough to resume it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    traces = read_traces(run_dir)
-    if traces:
-        # Rewrite without a torn last line (a crash mid-write), so that new traces append cleanly.
-        path = run_dir / "traces.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(t.model_dump_json() + "\n" for t in traces), encoding="utf-8")
-        tmp.replace(path)
-    return {(t.config, t.sample_id) for t in traces}
 
 
 async def execute_run(
     spec: RunSpec,
-    run_dir: Path,
+    run_dir: Path | None,
     scorer: Scorer,
     platform: PlatformClient | None,
     *,
     concurrency: int = 4,
     progress: ProgressCallback | None = None,
     report: bool = True,
+    sink: TraceSink | None = None,
 ) -> RunSummary:
-    """Run (or resume) ``spec`` into ``run_dir``; returns the summary, also written with the report."""
-    done = await asyncio.to_thread(_start_run_dir, run_dir, spec)
+    """Run (or resume) ``spec``; returns the summary.
+
+    Traces go to ``sink`` (default: ``run_dir/traces.jsonl``). With a ``run_dir`` the summary and the report are
+    written there too; with only a sink nothing touches the file system.
+    """
+    if sink is None:
+        if run_dir is None:
+            raise ValueError("execute_run: give a run directory or a trace sink")
+        sink = FileTraceSink(run_dir)
+    if run_dir is not None:
+        await asyncio.to_thread(_start_run_dir, run_dir, spec)
+    done = await asyncio.to_thread(sink.done)
     todo = [(c, s) for c in spec.configs for s in spec.samples if (c.name, s.id) not in done]
     total = len(spec.configs) * len(spec.samples)
     finished = total - len(todo)
@@ -155,7 +208,6 @@ async def execute_run(
     start = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
-    traces_path = run_dir / "traces.jsonl"
 
     async def one(config: RunConfig, sample: EvalSample) -> None:
         nonlocal finished
@@ -163,25 +215,25 @@ async def execute_run(
             trace = await _trace_for(sample, config, platform)
             trace.scores = await scorer.score(sample, trace)
         async with lock:
-            with traces_path.open("a", encoding="utf-8") as fh:
-                fh.write(trace.model_dump_json() + "\n")
+            await asyncio.to_thread(sink.append, trace)
             finished += 1
             if progress:
                 progress(finished, total)
 
     await asyncio.gather(*(one(c, s) for c, s in todo))
     judge = scorer.judge
-    summary = write_summary(
-        run_dir,
-        spec,
-        time.perf_counter() - start,
-        judge.calls if judge else 0,
-        judge.failures if judge else 0,
-    )
-    if report:
-        from eval.report import write_report
+    seconds = time.perf_counter() - start
+    calls, failures = (judge.calls, judge.failures) if judge else (0, 0)
+    traces = await asyncio.to_thread(sink.all)
+    summary = await asyncio.to_thread(summarise_run, spec, traces, seconds, calls, failures)
+    if run_dir is not None:
+        await asyncio.to_thread(
+            (run_dir / "summary.json").write_text, summary.model_dump_json(indent=2), encoding="utf-8"
+        )
+        if report:
+            from eval.report import write_report
 
-        await asyncio.to_thread(write_report, run_dir)
+            await asyncio.to_thread(write_report, run_dir)
     logger.info("evaluation run finished", extra={"run_dir": str(run_dir), "samples": total})
     return summary
 

@@ -24,7 +24,7 @@ from eval.settings import EvalSettings
 from ragswap.model_store.settings import ModelSettings
 from retrieval.settings import RetrievalSettings
 from serving.engine.settings import EngineSettings
-from serving.settings import ServerSettings
+from serving.settings import ServerSettings, WorkerSettings
 from training.settings import TrainingSettings
 
 
@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -53,5 +53,5 @@ def configure_logging(level: str | None = None, *, json_lines: bool | None = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "filelock"):
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "filelock", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

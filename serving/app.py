@@ -1,12 +1,14 @@
 """The gateway application factory.
 
-``build_app(settings)`` wires everything once: in its lifespan it builds the engine pool, the adapter registry and
-the metrics, stores them on ``app.state``, then enters the optional ``lifespan(app)`` hook of every router module
-in :data:`ROUTER_MODULES` (in order; exited in reverse). Adding an endpoint family = one line in that list.
+``build_app(settings)`` wires everything once: in its lifespan it opens the control-plane database (migrated at
+start), builds the engine pool, the adapter registry and the metrics, stores them on ``app.state``, then enters
+the optional ``lifespan(app)`` hook of every router module in :data:`ROUTER_MODULES` (in order; exited in
+reverse). Adding an endpoint family = one line in that list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -40,7 +42,9 @@ def _modules() -> list[ModuleType]:
 
 @asynccontextmanager
 async def _core_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from controlplane import instance_id
     from serving.adapters.registry import AdapterRegistry
+    from serving.controlplane import open_control_plane
     from serving.engine.pool import EnginePool
     from serving.ops.metrics import GatewayMetrics
     from serving.proxy import EngineProxy
@@ -48,23 +52,27 @@ async def _core_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     timeout = httpx.Timeout(settings.server.request_timeout_s, connect=5.0)
     limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    plane = await asyncio.to_thread(open_control_plane, settings)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
         metrics = GatewayMetrics()
         pool = EnginePool(settings, http, metrics)
-        registry = AdapterRegistry(settings, pool)
+        registry = AdapterRegistry(settings, pool, plane, instance_id("gateway"))
+        app.state.controlplane = plane
         app.state.http = http
         app.state.metrics = metrics
         app.state.pool = pool
         app.state.registry = registry
         app.state.proxy = EngineProxy(pool, registry, metrics)
         app.state.rag_augmenter = None
-        registry.load()
-        pool.reconciler = registry.reconcile
-        await pool.start()
+        pool.reconciler = registry.reconciler
         try:
+            await registry.start()
+            await pool.start()
             yield
         finally:
+            await registry.stop()
             await pool.stop()
+            await asyncio.to_thread(plane.close)
 
 
 def build_app(settings: Settings) -> FastAPI:

@@ -1,4 +1,5 @@
-"""`ragswap serve` and `ragswap adapters ...` (the latter talk to a running gateway over its HTTP API)."""
+"""`ragswap serve`, `ragswap worker` and `ragswap adapters ...` (the latter talk to a running gateway over its HTTP
+API)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from rich.table import Table
 
 console = Console()
 adapters_app = typer.Typer(help="Adapters of a running gateway.", no_args_is_help=True)
+controlplane_app = typer.Typer(
+    help="The control-plane database (server.database_url, default SQLite in server.state_dir).",
+    no_args_is_help=True,
+)
 
 UrlOpt = Annotated[
     str | None, typer.Option("--url", envvar="RAGSWAP_URL", help="Gateway URL (default: server.host:port).")
@@ -128,6 +133,76 @@ def adapters_alias(
     console.print(f"{alias} → {data['target']}")
 
 
+def _open_plane(migrate: bool) -> Any:
+    from controlplane import ControlPlane, ControlPlaneError
+    from ragswap.config import load_settings
+
+    settings = load_settings()
+    url = settings.server.database_url
+    try:
+        return ControlPlane.open(
+            url.get_secret_value() if url is not None else None,
+            state_dir=settings.server.state_dir,
+            migrate=migrate,
+            import_legacy=migrate,
+        )
+    except ControlPlaneError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@controlplane_app.command("migrate")
+def controlplane_migrate() -> None:
+    """Bring the schema to this version's head now (gateways and workers also do it at start), importing a
+    file-based state dir into an empty database."""
+    from controlplane import current_revision, safe_url
+
+    plane = _open_plane(migrate=True)
+    try:
+        console.print(f"{safe_url(plane.db.url)}: revision {current_revision(plane.db)}")
+        if plane.imported is not None:
+            console.print(f"imported {plane.imported}")
+    finally:
+        plane.close()
+
+
+@controlplane_app.command("status")
+def controlplane_status() -> None:
+    """Schema revision, change counter, live gateways, engines as last reconciled, job counts."""
+    from controlplane import current_revision, head_revision, safe_url
+
+    plane = _open_plane(migrate=False)
+    try:
+        revision = current_revision(plane.db)
+        console.print(
+            f"{safe_url(plane.db.url)}: revision {revision} (this ragswap: {head_revision()}), "
+            f"change {plane.registry.change() if revision else '-'}"
+        )
+        if revision is None:
+            return
+        gateways = Table("gateway", "host:pid", "heartbeat age s", "applied change", "draining")
+        for g in plane.instances.gateways(ttl_s=60):
+            gateways.add_row(
+                g.id, f"{g.host}:{g.pid}", f"{g.heartbeat_age_s:.1f}", str(g.applied_change), ",".join(g.busy)
+            )
+        console.print(gateways)
+        engines = Table("engine", "reconciled change", "adapters", "by", "loads", "error")
+        for e in plane.instances.engines():
+            engines.add_row(
+                e.url,
+                str(e.reconciled_change),
+                str(len(e.held)),
+                e.reconciled_by,
+                str(e.loads),
+                e.last_error or "",
+            )
+        console.print(engines)
+        counts = {s: plane.jobs.count(s) for s in ("queued", "running", "succeeded", "failed", "cancelled")}
+        console.print("jobs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    finally:
+        plane.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the root `ragswap` command."""
 
@@ -166,4 +241,50 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
 
+    @app.command("worker")
+    def worker_cmd(
+        gateway_url: Annotated[
+            str | None,
+            typer.Option(help="Gateway (or load balancer) the jobs run against (worker.gateway_url)."),
+        ] = None,
+        concurrency: Annotated[
+            int | None, typer.Option(help="Jobs run at once (worker.concurrency).", min=1, max=16)
+        ] = None,
+        health_port: Annotated[
+            int | None, typer.Option(help="Serve /health and /ready on this port (worker.health_port).")
+        ] = None,
+        embedded_by: Annotated[
+            int | None,
+            typer.Option(
+                "--embedded-by", hidden=True, help="Started by this gateway pid; settings on stdin."
+            ),
+        ] = None,
+    ) -> None:
+        """Run evaluation jobs from the control plane's queue until interrupted (SIGTERM hands the job back).
+
+        On PostgreSQL (server.database_url) run as many as you like, anywhere that reaches the database and a
+        gateway; `ragswap serve` on the embedded SQLite database already runs one itself.
+        """
+        import json
+        import sys
+
+        from ragswap.config import Settings, load_settings
+        from serving.evaluations.worker import run_worker_process
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        settings = Settings(**json.loads(sys.stdin.read())) if embedded_by else load_settings()
+        update = {
+            k: v
+            for k, v in {
+                "gateway_url": gateway_url,
+                "concurrency": concurrency,
+                "health_port": health_port,
+            }.items()
+            if v is not None
+        }
+        if update:
+            settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
+        run_worker_process(settings, embedded_by=embedded_by)
+
     app.add_typer(adapters_app, name="adapters")
+    app.add_typer(controlplane_app, name="controlplane")

@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
@@ -42,6 +43,20 @@ def check_bind(settings: Settings) -> None:
         )
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server; on shutdown it first awaits the app's ``state.before_shutdown`` hooks (e.g. the embedded
+    evaluation worker handing its job back), while the gateway still accepts the requests those hooks make."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app: Any = self.config.app
+        for hook in list(getattr(getattr(app, "state", None), "before_shutdown", [])):
+            try:
+                await hook()
+            except Exception:
+                logger.exception("a shutdown hook failed")
+        await super().shutdown(sockets)
+
+
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         build_app(settings),
@@ -56,7 +71,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def serve(settings: Settings) -> None:
     """Run until interrupted (SIGINT/SIGTERM): starts embedded engines when ``engine.urls`` is empty."""
     check_bind(settings)
-    uvicorn.Server(uvicorn_config(settings)).run()
+    GatewayServer(uvicorn_config(settings)).run()
 
 
 class BackgroundGateway:
@@ -73,7 +88,7 @@ class BackgroundGateway:
         check_bind(settings)
         self.settings = settings
         self.config = uvicorn_config(settings)
-        self.server = uvicorn.Server(self.config)
+        self.server = GatewayServer(self.config)
         self._thread = threading.Thread(target=self.server.run, name="ragswap-gateway", daemon=True)
 
     @property

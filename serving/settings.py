@@ -1,10 +1,10 @@
-"""Gateway settings (``RAGSWAP_SERVER__*``)."""
+"""Gateway settings (``RAGSWAP_SERVER__*``) and evaluation worker settings (``RAGSWAP_WORKER__*``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -44,7 +44,24 @@ class ServerSettings(BaseModel):
     admin_keys: list[SecretStr] = Field(default_factory=list)
     """Bearer tokens that may also change adapters and collections."""
     state_dir: Path = Field(default_factory=lambda: ragswap_home() / "state")
-    """Adapter registry, collections and evaluation jobs persist here."""
+    """This gateway's local files: the embedded control-plane database (unless ``database_url`` is set), the
+    embedded collections (unless ``retrieval.url`` is set), engine logs."""
+    database_url: SecretStr | None = None
+    """Control-plane database (adapter registry, evaluation jobs and traces). Empty: an SQLite file
+    ``state_dir/controlplane.db`` (nothing to install, one host). ``postgresql://user:password@host:5432/db``: every
+    gateway and worker on it acts as one service. Migrated at start."""
+    sync_interval_s: float = Field(default=0.5, gt=0, le=10)
+    """How often the gateway polls the control plane's change counter; a change made through another gateway is
+    routed by this one at most about this long (plus one snapshot read) later."""
+    change_notify: bool = True
+    """On PostgreSQL, also ``LISTEN`` for change notifications, so that a change is routed within milliseconds
+    instead of at the next poll (polling stays on: a notification lost on a dropped connection costs one interval)."""
+    heartbeat_s: float = Field(default=2.0, gt=0, le=60)
+    """How often the gateway records that it is alive and what it still drains; one silent for 3 heartbeats
+    (plus one sync interval) is taken for dead, so removals stop waiting for it."""
+    lock_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest a registration or removal waits for the engines' locks (held by another gateway's change or
+    reconciliation) before answering 503."""
     adapter_roots: list[Path] = Field(default_factory=lambda: [ragswap_home() / "adapters"])
     """Adapters can only be registered from directories under these roots."""
     log_prompts: bool = False
@@ -85,3 +102,34 @@ class ServerSettings(BaseModel):
         if default is not None and limit is not None:
             default = min(default, limit)
         return TokenLimits(default_max_tokens=default, max_tokens_limit=limit)
+
+
+class WorkerSettings(BaseModel):
+    """Evaluation workers: ``ragswap worker`` processes, and the one a gateway runs itself on the embedded default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedded: Literal["auto", "process", "thread", "off"] = "auto"
+    """The worker ``ragswap serve`` runs beside the gateway: ``process`` (a child process at lower CPU priority),
+    ``thread`` (a thread of the gateway process, sharing its GIL and its CPU priority), ``off``. ``auto`` = ``process`` on the embedded
+    SQLite database (so one command still runs evaluation jobs) and ``off`` on PostgreSQL (run ``ragswap
+    worker`` processes)."""
+    concurrency: int = Field(default=1, ge=1, le=16)
+    """Jobs one worker runs at once (each job already runs ``eval.generation_concurrency`` samples at once)."""
+    lease_s: float = Field(default=15.0, ge=1.0)
+    """A claimed job's lease, renewed every third of it; a job whose worker stops renewing (it died, or lost the
+    database) is taken over by another worker this long after the last renewal and resumes from its traces."""
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often an idle worker looks for a queued job."""
+    gateway_url: str | None = None
+    """Where the worker reaches the platform it evaluates (chat completions, ``/v1/retrieve``, the default judge):
+    a gateway, or the load balancer in front of several. Empty: ``server.host:server.port`` (loopback for
+    ``0.0.0.0``)."""
+    api_key: SecretStr | None = None
+    """Bearer key the worker uses on the gateway. Empty: the first ``server.api_keys`` (else admin) key."""
+    cpu_priority: Literal["idle", "low", "normal"] = "idle"
+    """CPU priority of worker processes: ``idle`` (Linux ``SCHED_IDLE``: scoring only uses CPU time that serving
+    leaves unused), ``low`` (nice 10) or ``normal``. A thread worker (``embedded: thread``) always runs at the
+    gateway's priority: lowering a thread that holds the GIL would stall the gateway with it."""
+    health_port: int | None = Field(default=None, ge=1, le=65535)
+    """``ragswap worker`` answers ``GET /health`` (alive) and ``GET /ready`` (database reachable) on this port."""

@@ -1,9 +1,15 @@
-"""The adapter registry: which adapter versions and aliases exist, and making every replica hold them.
+"""The adapter registry as one gateway sees it: routing from an in-memory snapshot of the control-plane database,
+changes made through the database, engines kept in step by :class:`~serving.engine.reconcile.EngineReconciler`.
 
-Record per name and version (``name@3``), increasing int ids, an ``asyncio.Lock`` per adapter name around engine
-changes, one short lock around the persisted state. Every change is validated first, applied to the engines,
-then persisted; a failure part-way rolls the engines back, so the previous state stays intact. Aliases switch
-atomically (one dict assignment). Removing a version waits for its in-flight requests before unloading it.
+Requests never wait for the database: :meth:`AdapterRegistry.resolve` reads the snapshot this gateway holds. A
+background loop polls the control plane's change counter every ``server.sync_interval_s`` (and at once on a
+PostgreSQL change notification) and swaps in a new snapshot (one attribute assignment: a request sees the old or
+the new registry, never a mix) when another gateway changed something; changes made here are applied at once.
+
+A change is validated first, then (registration) loaded on every replica under all engines' locks and recorded in
+one transaction — a failure part-way unloads it again, so the previous state stays intact — or (removal)
+recorded first, so no gateway routes to it any more, drained on *every* gateway (each reports what it still has in
+flight in its heartbeat), then unloaded. Aliases switch atomically.
 """
 
 from __future__ import annotations
@@ -11,31 +17,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ragswap.config import Settings
 from serving.adapters.protocol import AdapterCreate, AdapterPublic, AliasPublic, ReplicaAdapterState
-from serving.adapters.store import AdapterVersion, AliasRecord, RegistryFile, read_registry, write_registry
 from serving.adapters.validation import resolve_adapter_path, validate_adapter
-from serving.engine.pool import EnginePool, Replica
-from serving.errors import (
-    BadRequestError,
-    ConflictError,
-    GatewayError,
-    NotFoundError,
-    ServiceUnavailableError,
-)
+from serving.controlplane import db_call
+from serving.engine.pool import EnginePool
+from serving.engine.reconcile import EngineReconciler
+from serving.errors import ConflictError, NotFoundError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from controlplane import AdapterVersion, AliasRecord, ChangeListener, ControlPlane, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -59,84 +59,177 @@ class Target:
 
 
 class AdapterRegistry:
-    """Registered adapters and aliases, persisted in ``server.state_dir``."""
+    """Registered adapters and aliases of the control plane, as routed by this gateway."""
 
-    def __init__(self, settings: Settings, pool: EnginePool) -> None:
+    def __init__(self, settings: Settings, pool: EnginePool, plane: ControlPlane, instance: str) -> None:
+        from controlplane import RegistrySnapshot
+
+        server = settings.server
         self.settings = settings
         self.pool = pool
+        self.plane = plane
+        self.instance = instance
         self.base_name = settings.models.base_model
-        self._data = RegistryFile()
+        self.instance_ttl_s = 3 * server.heartbeat_s + server.sync_interval_s
+        self.reconciler = EngineReconciler(
+            pool,
+            plane,
+            instance,
+            self.engine_names,
+            drain_timeout_s=server.drain_timeout_s,
+            instance_ttl_s=self.instance_ttl_s,
+            lock_timeout_s=server.lock_timeout_s,
+        )
+        self._snap: RegistrySnapshot = RegistrySnapshot()
         self._name_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._state_lock = asyncio.Lock()
         self._inflight: collections.Counter[str] = collections.Counter()
         self._drained = asyncio.Condition()
         self._base_dir: Path | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._listener: ChangeListener | None = None
+        self._wake = asyncio.Event()
+        self._beat_now = False
+        self._db_healthy = True
+        pool.desired = self.engine_names
 
-    # ---- persistence -----------------------------------------------------------------------------------------
+    # ---- lifecycle and sync ----------------------------------------------------------------------------------
 
     @property
-    def state_dir(self) -> Path:
-        return self.settings.server.state_dir
+    def snapshot(self) -> RegistrySnapshot:
+        return self._snap
 
-    def load(self) -> None:
-        self._data = read_registry(self.state_dir)
-        self.pool.desired = self.engine_names
-        self.pool.metrics.adapters.set(len(self.versions()))
-        logger.info("adapter registry loaded", extra={"adapters": [v.ref for v in self.versions()]})
+    async def start(self) -> None:
+        """Load the registry, announce this gateway, start following changes."""
+        await self.refresh()
+        server = self.settings.server
+        url = f"http://{server.host}:{server.port}"
+        await db_call(
+            self.plane, self.plane.instances.register_gateway, self.instance, url, self._snap.change
+        )
+        self._task = asyncio.create_task(self._sync_loop(), name="ragswap-registry-sync")
+        if self.plane.db.is_postgres and server.change_notify:
+            from controlplane import ChangeListener
 
-    async def _save(self, data: RegistryFile) -> None:
-        await asyncio.to_thread(write_registry, self.state_dir, data)
-        self._data = data
-        self.pool.metrics.adapters.set(len(self.versions()))
+            loop = asyncio.get_running_loop()
+            self._listener = ChangeListener(
+                self.plane.db.url.render_as_string(hide_password=False),
+                lambda: loop.call_soon_threadsafe(self._wake.set),
+            )
+            self._listener.start()
+        logger.info(
+            "adapter registry loaded",
+            extra={"adapters": [v.ref for v in self.versions()], "change": self._snap.change},
+        )
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        with suppress(Exception):
+            await self.plane.call(self.plane.instances.deregister_gateway, self.instance)
+
+    async def refresh(self) -> RegistrySnapshot:
+        """Read the registry now and route by it (after a change made here, and when the counter moved)."""
+        self._apply(await db_call(self.plane, self.plane.registry.snapshot))
+        return self._snap
+
+    def _apply(self, snapshot: RegistrySnapshot) -> None:
+        if snapshot.change < self._snap.change:
+            return  # an older read finishing late
+        before, after = self._snap.engine_names(), snapshot.engine_names()
+        self._snap = snapshot
+        self.pool.metrics.adapters.set(len(snapshot.versions()))
+        if before - after:
+            self._beat_now = True  # tell the removing gateway soon that this one stopped routing there
+        if after - before:
+            self.pool.poke()  # probe now: replicas missing the new adapters get reconciled
+
+    async def _sync_loop(self) -> None:
+        server = self.settings.server
+        last_beat = 0.0
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=server.sync_interval_s)
+            self._wake.clear()
+            try:
+                change = await self.plane.call(self.plane.registry.change)
+                if change != self._snap.change:
+                    self._apply(await self.plane.call(self.plane.registry.snapshot))
+                beat_due = time.monotonic() - last_beat >= server.heartbeat_s
+                if self._beat_now or beat_due:
+                    self._beat_now = False
+                    await self.plane.call(
+                        self.plane.instances.heartbeat,
+                        self.instance,
+                        self._snap.change,
+                        self.draining(),
+                        self.instance_ttl_s,
+                    )
+                    last_beat = time.monotonic()
+                if beat_due:
+                    await self._sweep()
+                if not self._db_healthy:
+                    logger.info("control-plane database reachable again")
+                self._db_healthy = True
+            except Exception as exc:  # the loop must survive anything; routing goes on from the last snapshot
+                if self._db_healthy:
+                    logger.warning(
+                        "control plane unreachable; routing by the last registry snapshot",
+                        extra={"error": str(exc), "change": self._snap.change},
+                    )
+                self._db_healthy = False
+
+    async def _sweep(self) -> None:
+        try:
+            await self.reconciler.sweep()
+        except Exception as exc:
+            logger.warning("stale adapter sweep failed", extra={"error": str(exc)})
+
+    def draining(self) -> list[str]:
+        """Engine adapter names with requests in flight here that the registry no longer has."""
+        current = self._snap.engine_names()
+        return sorted(name for name, count in self._inflight.items() if count > 0 and name not in current)
 
     # ---- lookups ---------------------------------------------------------------------------------------------
 
     def versions(self) -> list[AdapterVersion]:
-        return sorted((v for vs in self._data.adapters.values() for v in vs.values()), key=lambda v: v.id)
+        return self._snap.versions()
 
     def engine_names(self) -> set[str]:
-        return {v.engine_name for v in self.versions()}
+        return self._snap.engine_names()
 
     def aliases(self) -> dict[str, AliasRecord]:
-        return dict(self._data.aliases)
-
-    def _latest(self, name: str) -> AdapterVersion | None:
-        versions = self._data.adapters.get(name)
-        return versions[max(versions)] if versions else None
-
-    def _get(self, ref: str) -> AdapterVersion | None:
-        name, sep, ver = ref.partition("@")
-        if not sep:
-            return self._latest(name)
-        if not ver.isdigit():
-            return None
-        return self._data.adapters.get(name, {}).get(int(ver))
+        return dict(self._snap.aliases)
 
     def model_ids(self) -> list[str]:
+        snap = self._snap
         ids = [self.base_name]
-        for name in sorted(self._data.adapters):
+        for name in sorted(snap.adapters):
             ids.append(name)
-            ids.extend(f"{name}@{v}" for v in sorted(self._data.adapters[name]))
-        ids.extend(sorted(self._data.aliases))
+            ids.extend(f"{name}@{v}" for v in sorted(snap.adapters[name]))
+        ids.extend(sorted(snap.aliases))
         return ids
 
     def resolve(self, model: str) -> Target:
         """Base model, adapter name (latest version), ``name@version`` or alias; else 404 listing the models."""
+        snap = self._snap
         if model == self.base_name:
             return Target(model, None, None, self.base_name)
-        alias = self._data.aliases.get(model)
+        alias = snap.aliases.get(model)
         if alias is not None:
-            adapter = self._get(alias.target)
+            adapter = snap.get(alias.target)
             if adapter is not None:
                 collection = alias.default_collection or adapter.default_collection
                 return Target(model, adapter, collection, adapter.name)
         else:
-            adapter = self._get(model)
+            adapter = snap.get(model)
             if adapter is not None:
                 return Target(model, adapter, adapter.default_collection, adapter.name)
-        available = self.model_ids()
         raise NotFoundError(
-            f"The model `{model}` does not exist. Available models: {', '.join(available)}",
+            f"The model `{model}` does not exist. Available models: {', '.join(self.model_ids())}",
             param="model",
             code="model_not_found",
         )
@@ -155,11 +248,15 @@ class AdapterRegistry:
             self._inflight[key] -= 1
             if self._inflight[key] <= 0:
                 del self._inflight[key]
+                if key not in self._snap.engine_names():
+                    self._beat_now = True  # a drained removal: say so at the next tick
+                    self._wake.set()
                 async with self._drained:
                     self._drained.notify_all()
 
     def public(self, version: AdapterVersion) -> AdapterPublic:
-        latest = self._latest(version.name)
+        snap = self._snap
+        latest = snap.latest(version.name)
         states = []
         state: Literal["loaded", "missing", "failed", "down"]
         for replica in self.pool.replicas:
@@ -185,7 +282,7 @@ class AdapterRegistry:
             target_modules=version.target_modules,
             base_check=version.base_check,
             default_collection=version.default_collection,
-            aliases=sorted(a for a, rec in self._data.aliases.items() if rec.target == version.ref),
+            aliases=sorted(a for a, rec in snap.aliases.items() if rec.target == version.ref),
             created_at=version.created_at,
             replicas=states,
         )
@@ -194,7 +291,7 @@ class AdapterRegistry:
         versions = self.versions()
         if ref is not None:
             name, sep, _ = ref.partition("@")
-            one = self._get(ref) if sep else None
+            one = self._snap.get(ref) if sep else None
             versions = [one] if one else [] if sep else [v for v in versions if v.name == name]
             if not versions:
                 raise NotFoundError(
@@ -210,7 +307,7 @@ class AdapterRegistry:
             updated_at=record.updated_at,
         )
 
-    # ---- engine operations -----------------------------------------------------------------------------------
+    # ---- changes ---------------------------------------------------------------------------------------------
 
     async def _base_model_dir(self) -> Path:
         if self._base_dir is None:
@@ -227,93 +324,37 @@ class AdapterRegistry:
             self._base_dir = path
         return self._base_dir
 
-    async def _load_on(self, replica: Replica, version: AdapterVersion) -> None:
-        try:
-            await self.pool.engine_call(
-                replica,
-                "/v1/load_lora_adapter",
-                {"lora_name": version.engine_name, "lora_path": version.path},
-                f"loading {version.ref}",
-            )
-        except BadRequestError:
-            # Already loaded there (e.g. by a previous gateway run)? Then that is success, else re-raise.
-            if version.engine_name not in await self.pool.engine_models(replica):
-                raise
-        replica.loaded.add(version.engine_name)
-        replica.failed_adapters.pop(version.engine_name, None)
-
-    async def _unload_on(self, replica: Replica, engine_name: str) -> None:
-        try:
-            await self.pool.engine_call(
-                replica, "/v1/unload_lora_adapter", {"lora_name": engine_name}, f"unloading {engine_name}"
-            )
-        except GatewayError as exc:
-            if engine_name in await self.pool.engine_models(replica):
-                logger.warning("unload failed", extra={"replica": replica.index, "error": exc.message})
-                raise
-        replica.loaded.discard(engine_name)
-
-    async def _load_everywhere(self, version: AdapterVersion) -> None:
-        """Load on every healthy replica; if one fails, unload it from the others and raise that failure."""
-        replicas = [r for r in self.pool.replicas if r.healthy]
-        results = await asyncio.gather(*(self._load_on(r, version) for r in replicas), return_exceptions=True)
-        failures = [res for res in results if isinstance(res, BaseException)]
-        if not failures:
-            return
-        done = [r for r, res in zip(replicas, results, strict=True) if not isinstance(res, BaseException)]
-        await asyncio.gather(*(self._unload_on(r, version.engine_name) for r in done), return_exceptions=True)
-        first = failures[0]
-        if isinstance(first, GatewayError):
-            raise first
-        raise first
-
-    async def reconcile(self, replica: Replica) -> None:
-        """Load every registered version the replica does not hold (after a restart, or when it joins)."""
-        replica.loaded = await self.pool.engine_models(replica)
-        for version in self.versions():
-            if version.engine_name in replica.loaded:
-                continue
-            async with self._name_locks[version.name]:
-                if self._get(version.ref) is None:
-                    continue  # removed meanwhile
-                try:
-                    await self._load_on(replica, version)
-                    logger.info(
-                        "adapter re-applied", extra={"replica": replica.index, "adapter": version.ref}
-                    )
-                except GatewayError as exc:
-                    replica.failed_adapters[version.engine_name] = exc.message
-                    logger.warning(
-                        "adapter could not be re-applied",
-                        extra={"replica": replica.index, "adapter": version.ref, "error": exc.message},
-                    )
-
-    # ---- changes ---------------------------------------------------------------------------------------------
-
-    def _check_alias_names(self, aliases: list[str], adapter_name: str) -> None:
+    def _check_names(self, name: str, aliases: list[str]) -> None:
+        """Fast 409s from the snapshot; the database transaction checks again against the committed state."""
+        snap = self._snap
+        if name == self.base_name or name in snap.aliases:
+            raise ConflictError(f"`{name}` is already a model or alias name", param="name", code="name_taken")
         for alias in aliases:
-            if alias == self.base_name or alias in self._data.adapters or alias == adapter_name:
+            if alias == self.base_name or alias in snap.adapters or alias == name:
                 raise ConflictError(
                     f"alias `{alias}` would shadow a model or adapter name",
                     param="aliases",
                     code="name_taken",
                 )
 
-    async def register(self, request: AdapterCreate) -> AdapterVersion:
-        """Validate, load on every replica, then persist; 4xx and an unchanged registry on any failure."""
+    async def register(self, request: AdapterCreate, actor: str | None = None) -> AdapterVersion:
+        """Validate, load on every replica, then record; 4xx and an unchanged registry on any failure."""
+        from controlplane import NewVersion
+
         name = request.name
         if not self.settings.engine.enable_lora:
             raise ConflictError(
                 "the engines run with LoRA disabled (engine.enable_lora=false)", code="lora_disabled"
             )
-        if name == self.base_name or name in self._data.aliases:
-            raise ConflictError(f"`{name}` is already a model or alias name", param="name", code="name_taken")
-        self._check_alias_names(request.aliases, name)
+        self._check_names(name, request.aliases)
         path = resolve_adapter_path(request.path, list(self.settings.server.adapter_roots))
         base_dir = await self._base_model_dir()
         info = await asyncio.to_thread(validate_adapter, path, base_dir, self.settings.engine.max_lora_rank)
-        async with self._name_locks[name]:
-            existing = self._data.adapters.get(name, {})
+        async with self._name_locks[name], self.reconciler.engines_locked():
+            # Under every engine's lock no other gateway can register now: this read is current.
+            snap = await self.refresh()
+            self._check_names(name, request.aliases)
+            existing = snap.adapters.get(name, {})
             version_no = request.version or (max(existing) + 1 if existing else 1)
             if version_no in existing:
                 raise ConflictError(
@@ -321,11 +362,7 @@ class AdapterRegistry:
                     param="version",
                     code="version_exists",
                 )
-            async with self._state_lock:
-                version_id = self._data.next_id
-                self._data = self._data.model_copy(update={"next_id": version_id + 1})
-            version = AdapterVersion(
-                id=version_id,
+            new = NewVersion(
                 name=name,
                 version=version_no,
                 path=str(info.path),
@@ -333,102 +370,88 @@ class AdapterRegistry:
                 target_modules=info.target_modules,
                 base_check=info.base_check,
                 default_collection=request.default_collection,
-                created_at=_now(),
+                details={"alpha": info.alpha},
             )
-            await self._load_everywhere(version)
+            engine_name = f"{name}@{version_no}"
+            await self.reconciler.load_new(engine_name, new.path)
             try:
-                async with self._state_lock:
-                    data = self._data.model_copy(deep=True)
-                    self._check_alias_names(request.aliases, name)
-                    data.adapters.setdefault(name, {})[version_no] = version
-                    for alias in request.aliases:
-                        data.aliases[alias] = AliasRecord(target=version.ref, updated_at=_now())
-                    await self._save(data)
-            except BaseException:
-                await asyncio.gather(
-                    *(self._unload_on(r, version.engine_name) for r in self.pool.replicas if r.healthy),
-                    return_exceptions=True,
+                version, _ = await db_call(
+                    self.plane,
+                    self.plane.registry.add_version,
+                    new,
+                    request.aliases,
+                    reserved={self.base_name},
+                    actor=actor,
                 )
+            except BaseException:
+                await self.reconciler.discard_new(engine_name)
                 raise
+            await self.refresh()
         self.pool.metrics.adapter_ops.labels("register", "ok").inc()
         logger.info(
             "adapter registered", extra={"adapter": version.ref, "id": version.id, "path": version.path}
         )
         return version
 
-    async def remove(self, ref: str, force: bool = False) -> tuple[list[str], list[str]]:
+    async def remove(
+        self, ref: str, force: bool = False, actor: str | None = None
+    ) -> tuple[list[str], list[str]]:
         """Remove ``name`` (all versions) or ``name@version``: stop routing to it, drain, unload everywhere."""
-        name, sep, ver = ref.partition("@")
+        name = ref.partition("@")[0]
         async with self._name_locks[name]:
-            versions = self._data.adapters.get(name, {})
-            if sep:
-                chosen = [versions[int(ver)]] if ver.isdigit() and int(ver) in versions else []
-            else:
-                chosen = list(versions.values())
-            if not chosen:
-                raise NotFoundError(
-                    f"adapter `{ref}` is not registered", param="name", code="adapter_not_found"
-                )
-            refs = {v.ref for v in chosen}
-            async with self._state_lock:
-                data = self._data.model_copy(deep=True)
-                pinned = sorted(a for a, rec in data.aliases.items() if rec.target in refs)
-                if pinned and not force:
-                    raise ConflictError(
-                        f"aliases {pinned} point at {sorted(refs)}; move them first or pass force=true",
-                        param="name",
-                        code="adapter_in_use",
-                    )
-                for alias in pinned:
-                    del data.aliases[alias]
-                for version in chosen:
-                    del data.adapters[name][version.version]
-                if not data.adapters[name]:
-                    del data.adapters[name]
-                await self._save(data)
-            for version in chosen:
-                await self._drain(version.engine_name)
-                await asyncio.gather(
-                    *(self._unload_on(r, version.engine_name) for r in self.pool.replicas if r.healthy),
-                    return_exceptions=True,
-                )
+            removal = await db_call(self.plane, self.plane.registry.remove, ref, force=force, actor=actor)
+            await self.refresh()  # this gateway stops routing there now, the others within a sync interval
+            names = [v.engine_name for v in removal.versions]
+            await asyncio.gather(*(self._drain(n, removal.change) for n in names))
+            await self.reconciler.finish_removal(names)
+        refs = sorted(v.ref for v in removal.versions)
         self.pool.metrics.adapter_ops.labels("remove", "ok").inc()
-        logger.info("adapter removed", extra={"adapters": sorted(refs), "aliases_removed": pinned})
-        return sorted(refs), pinned
+        logger.info("adapter removed", extra={"adapters": refs, "aliases_removed": removal.aliases})
+        return refs, removal.aliases
 
-    async def _drain(self, engine_name: str) -> None:
+    async def _drain(self, engine_name: str, change: int) -> None:
+        """Wait (up to ``server.drain_timeout_s``) until no gateway has requests in flight on ``engine_name``."""
         timeout = self.settings.server.drain_timeout_s
+        deadline = time.monotonic() + timeout
         async with self._drained:
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._drained.wait_for(lambda: self._inflight[engine_name] <= 0), timeout=timeout
                 )
-            except TimeoutError:
-                logger.warning("unloading with requests still in flight", extra={"adapter": engine_name})
+        while time.monotonic() < deadline:
+            if await db_call(
+                self.plane,
+                self.plane.instances.drained,
+                engine_name,
+                change,
+                self.instance_ttl_s,
+                self.instance,
+            ):
+                return
+            await asyncio.sleep(min(0.2, self.settings.server.sync_interval_s))
+        logger.warning("unloading with requests still in flight", extra={"adapter": engine_name})
 
-    async def set_alias(self, alias: str, target: str, default_collection: str | None) -> AliasRecord:
-        if alias == self.base_name or alias in self._data.adapters:
-            raise ConflictError(f"`{alias}` is a model or adapter name", param="alias", code="name_taken")
-        async with self._state_lock:
-            version = self._get(target)
-            if version is None:
-                raise NotFoundError(
-                    f"alias target `{target}` is not a registered adapter",
-                    param="target",
-                    code="adapter_not_found",
-                )
-            data = self._data.model_copy(deep=True)
-            record = AliasRecord(target=version.ref, default_collection=default_collection, updated_at=_now())
-            data.aliases[alias] = record
-            await self._save(data)
+    async def set_alias(
+        self, alias: str, target: str, default_collection: str | None, actor: str | None = None
+    ) -> AliasRecord:
+        record, _ = await db_call(
+            self.plane,
+            self.plane.registry.set_alias,
+            alias,
+            target,
+            default_collection,
+            reserved={self.base_name},
+            actor=actor,
+        )
+        await self.refresh()
         self.pool.metrics.adapter_ops.labels("alias", "ok").inc()
-        logger.info("alias set", extra={"alias": alias, "target": version.ref})
+        logger.info("alias set", extra={"alias": alias, "target": record.target})
         return record
 
-    async def delete_alias(self, alias: str) -> None:
-        async with self._state_lock:
-            if alias not in self._data.aliases:
-                raise NotFoundError(f"alias `{alias}` does not exist", param="alias", code="alias_not_found")
-            data = self._data.model_copy(deep=True)
-            del data.aliases[alias]
-            await self._save(data)
+    async def delete_alias(self, alias: str, actor: str | None = None) -> None:
+        await db_call(self.plane, self.plane.registry.delete_alias, alias, actor=actor)
+        await self.refresh()
+
+    async def history(self, subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Registry events (who changed what, when), newest first."""
+        return await db_call(self.plane, self.plane.registry.events, subject, limit)

@@ -24,12 +24,12 @@ RefPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 @router.post("/v1/adapters", status_code=status.HTTP_201_CREATED, response_model=AdapterPublic)
 async def create_adapter(
-    body: AdapterCreate, _: AdminDep, registry: RegistryDep, request: Request
+    body: AdapterCreate, principal: AdminDep, registry: RegistryDep, request: Request
 ) -> AdapterPublic:
     await check_collection(
         getattr(request.app.state, "retrieval", None), body.default_collection, "default_collection"
     )
-    version = await registry.register(body)
+    version = await registry.register(body, actor=principal.key_hint)
     return registry.public(version)
 
 
@@ -47,11 +47,11 @@ async def get_adapter(ref: RefPath, _: ApiKeyDep, registry: RegistryDep) -> Adap
 @router.delete("/v1/adapters/{ref}", response_model=AdapterDeleted)
 async def delete_adapter(
     ref: RefPath,
-    _: AdminDep,
+    principal: AdminDep,
     registry: RegistryDep,
     force: Annotated[bool, Query(description="Also remove aliases pointing at it.")] = False,
 ) -> AdapterDeleted:
-    deleted, aliases = await registry.remove(ref, force=force)
+    deleted, aliases = await registry.remove(ref, force=force, actor=principal.key_hint)
     return AdapterDeleted(deleted=deleted, removed_aliases=aliases)
 
 
@@ -64,20 +64,20 @@ async def list_aliases(_: ApiKeyDep, registry: RegistryDep) -> AliasList:
 async def put_alias(
     alias: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")],
     body: AliasUpdate,
-    _: AdminDep,
+    principal: AdminDep,
     registry: RegistryDep,
     request: Request,
 ) -> AliasPublic:
     await check_collection(
         getattr(request.app.state, "retrieval", None), body.default_collection, "default_collection"
     )
-    record = await registry.set_alias(alias, body.target, body.default_collection)
+    record = await registry.set_alias(alias, body.target, body.default_collection, actor=principal.key_hint)
     return registry.alias_public(alias, record)
 
 
 @router.delete("/v1/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_alias(alias: RefPath, _: AdminDep, registry: RegistryDep) -> None:
-    await registry.delete_alias(alias)
+async def delete_alias(alias: RefPath, principal: AdminDep, registry: RegistryDep) -> None:
+    await registry.delete_alias(alias, actor=principal.key_hint)
 
 
 def attach_router(app: FastAPI) -> None:

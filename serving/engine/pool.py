@@ -3,7 +3,8 @@
 Replicas come from ``engine.urls`` or, when that is empty, are started here as embedded
 :class:`~serving.engine.process.EngineProcess` children. A background loop probes each replica's ``/v1/models``
 (which lists the LoRA adapters it holds); a replica that comes (back) up or lost adapters (an engine restart)
-gets the registry re-applied through :attr:`EnginePool.reconciler` before it serves again.
+gets the registry re-applied through :attr:`EnginePool.reconciler` (``serving.engine.reconcile``) and serves once
+it holds the registered adapters.
 
 A replica that dies stops being chosen at once, not at the next probe: each embedded engine process is watched
 (:meth:`~serving.engine.process.EngineProcess.wait_exited`, woken by the kernel the moment it exits), its
@@ -48,7 +49,7 @@ class Replica:
     process: EngineProcess | None = None
     healthy: bool = False
     in_sync: bool = False
-    """The registry was applied since it last came up."""
+    """It held the registered adapters when last reconciled (by any gateway) since it came up."""
     base_id: str | None = None
     """The engine's own name for the base model (``--served-model-name``)."""
     loaded: set[str] = field(default_factory=set)
@@ -73,7 +74,8 @@ class Replica:
         return "ready" if self.ready else "syncing" if self.healthy else "unhealthy"
 
 
-Reconciler = Callable[[Replica], Awaitable[None]]
+Reconciler = Callable[[Replica], Awaitable[bool]]
+"""Brings a replica to the registered adapters; returns whether it holds them now."""
 
 
 def engine_error(status: int, body: bytes | str, what: str) -> GatewayError:
@@ -282,8 +284,8 @@ class EnginePool:
         async def run() -> None:
             assert self.reconciler is not None
             try:
-                await self.reconciler(replica)
-                replica.in_sync = replica.healthy
+                holds = await self.reconciler(replica)
+                replica.in_sync = replica.healthy and holds
             except Exception as exc:
                 logger.exception("reconcile failed", extra={"replica": replica.index})
                 replica.last_error = f"reconcile failed: {exc}"

@@ -54,6 +54,7 @@ def engine_env(settings: EngineSettings, replica: int = 0) -> dict[str, str]:
             lifeline.ENV_FLAG: "1",
         }
     )
+    env.update(settings.parallel.env())
     bind = settings.omp_threads_bind
     env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(replica, settings.replicas) if bind == "auto" else bind
     return env
@@ -91,7 +92,7 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
             "--max-cpu-loras",
             str(settings.max_cpu_loras),
         ]
-    return [*cmd, *settings.extra_args]
+    return [*cmd, *settings.parallel.vllm_args(), *settings.extra_args]
 
 
 @dataclass

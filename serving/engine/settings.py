@@ -2,7 +2,98 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ParallelBackend = Literal["auto", "mp", "ray"]
+
+PARALLEL_FLAGS = frozenset(
+    {
+        "--tensor-parallel-size",
+        "-tp",
+        "--pipeline-parallel-size",
+        "-pp",
+        "--distributed-executor-backend",
+        "--nnodes",
+        "--node-rank",
+    }
+)
+"""vLLM flags rendered from :class:`ParallelSettings`: refused in ``engine.extra_args``."""
+
+
+class ParallelSettings(BaseModel):
+    """How one engine replica spreads the model over accelerators and machines: vLLM's own tensor and pipeline
+    parallelism, with its Ray executor for a model that spans nodes. Replicas (``engine.urls``) are the other,
+    orthogonal axis: whole copies of the model behind the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    """GPUs every layer is split across (``--tensor-parallel-size``). Keep it within one node (NVLink): it
+    exchanges activations twice per layer."""
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=64)
+    """Stages of consecutive layers, each on its own GPUs (``--pipeline-parallel-size``); across nodes this is
+    the dimension to grow, since stages only pass activations at their boundaries."""
+    nodes: int = Field(default=1, ge=1, le=64)
+    """Machines one replica spans. More than one needs ``backend: ray``: start a Ray cluster (``ray start --head``
+    on the engine's node, ``ray start --address=HEAD:6379`` on the others, or KubeRay) and run the engine on the
+    head."""
+    gpus_per_node: int | None = Field(default=None, ge=1, le=64)
+    """GPUs each node gives the replica; when set, the sizes above are checked against it at start instead of
+    by vLLM minutes later."""
+    backend: ParallelBackend = "auto"
+    """``--distributed-executor-backend``: ``auto`` (vLLM's choice: one process for one device, multiprocessing
+    within a node), ``mp``, or ``ray`` (required for ``nodes > 1``)."""
+    ray_address: str | None = None
+    """Ray cluster the engine joins (``RAY_ADDRESS`` of the engine process, e.g. ``ray-head:6379``); empty: the
+    cluster running on the engine's own node."""
+
+    @property
+    def world_size(self) -> int:
+        """Accelerators one replica uses."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelSettings:
+        problems = []
+        world, nodes = self.world_size, self.nodes
+        if nodes > 1 and self.backend != "ray":
+            problems.append(f"nodes={nodes}: a replica spanning nodes needs backend: ray")
+        if self.ray_address and self.backend != "ray":
+            problems.append("ray_address is only used with backend: ray")
+        if world % nodes:
+            problems.append(
+                f"tensor_parallel_size × pipeline_parallel_size = {world} does not divide over nodes={nodes}"
+            )
+        if self.gpus_per_node is not None:
+            if world > nodes * self.gpus_per_node:
+                problems.append(
+                    f"the replica needs {world} GPUs but nodes × gpus_per_node = {nodes * self.gpus_per_node}"
+                )
+            if self.tensor_parallel_size > self.gpus_per_node:
+                problems.append(
+                    f"tensor_parallel_size={self.tensor_parallel_size} > gpus_per_node={self.gpus_per_node} "
+                    "splits every layer across nodes; span nodes with pipeline_parallel_size instead"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def vllm_args(self) -> list[str]:
+        """The vLLM server flags for these settings (none for the single-device default)."""
+        args = []
+        if self.tensor_parallel_size > 1:
+            args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.pipeline_parallel_size > 1:
+            args += ["--pipeline-parallel-size", str(self.pipeline_parallel_size)]
+        if self.backend != "auto":
+            args += ["--distributed-executor-backend", self.backend]
+        return args
+
+    def env(self) -> dict[str, str]:
+        """Environment of the engine process (the Ray cluster to join)."""
+        return {"RAY_ADDRESS": self.ray_address} if self.ray_address else {}
 
 
 class EngineSettings(BaseModel):
@@ -34,10 +125,23 @@ class EngineSettings(BaseModel):
     """``VLLM_CPU_OMP_THREADS_BIND``: ``auto`` binds each replica to its share of all cores (vLLM's own default
     leaves one core idle: ~40 % less throughput on 2 cores)."""
     startup_timeout_s: float = Field(default=300.0, gt=0)
+    parallel: ParallelSettings = Field(default_factory=ParallelSettings)
+    """Tensor/pipeline parallelism of each replica (``engine.parallel.*``)."""
     extra_args: list[str] = Field(default_factory=list)
-    """Passed verbatim to ``vllm.entrypoints.openai.api_server``."""
+    """Passed verbatim to ``vllm.entrypoints.openai.api_server`` (parallelism flags belong in ``parallel``)."""
 
     @field_validator("urls")
     @classmethod
     def _strip_slash(cls, urls: list[str]) -> list[str]:
         return [u.rstrip("/") for u in urls]
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_parallel_flags(cls, args: list[str]) -> list[str]:
+        owned = sorted({a.split("=", 1)[0] for a in args} & PARALLEL_FLAGS)
+        if owned:
+            raise ValueError(
+                f"{', '.join(owned)}: set engine.parallel (tensor_parallel_size, pipeline_parallel_size, nodes, "
+                "backend) instead, so the combination is checked"
+            )
+        return args

@@ -120,7 +120,11 @@ class EvaluationPublic(BaseModel):
     started_at: int | None = None
     finished_at: int | None = None
     resumed: int = 0
-    """How often the job was picked up again after a gateway restart."""
+    """How often the job was picked up again after an interruption (its worker stopped or died)."""
+    attempts: int = 0
+    """How often a worker claimed it."""
+    worker: str | None = None
+    """The worker running it (``worker:host:pid:id``), or the last one that did."""
     error: str | None = None
 
 

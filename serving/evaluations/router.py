@@ -1,12 +1,18 @@
-"""``/v1/evaluations``: start, watch, cancel evaluation jobs and read their results."""
+"""``/v1/evaluations``: queue, watch and cancel evaluation jobs, read their results and report.
+
+The module's ``lifespan`` builds the service on the gateway's control plane and, where ``worker.embedded`` says
+so (the embedded SQLite default), starts one evaluation worker beside the gateway.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
+from fastapi.responses import HTMLResponse
 
 from serving.deps import ApiKeyDep, RegistryDep
 from serving.errors import ForbiddenError
@@ -41,17 +47,17 @@ async def create_evaluation(
     if body.judge.url is None and body.judge.model is not None:
         check_model(registry, body.judge.model, "judge.model")
     await check_collection(getattr(request.app.state, "retrieval", None), body.collection, "collection")
-    return service.create(body)
+    return await service.create(body, created_by=principal.key_hint)
 
 
 @router.get("/v1/evaluations", response_model=EvaluationList)
 async def list_evaluations(_: ApiKeyDep, service: EvaluationsDep) -> EvaluationList:
-    return EvaluationList(data=service.list())
+    return EvaluationList(data=await service.list())
 
 
 @router.get("/v1/evaluations/{job_id}", response_model=EvaluationPublic)
 async def get_evaluation(job_id: JobId, _: ApiKeyDep, service: EvaluationsDep) -> EvaluationPublic:
-    return service.get(job_id).public()
+    return await service.get(job_id)
 
 
 @router.get("/v1/evaluations/{job_id}/results", response_model=EvaluationResults)
@@ -61,7 +67,13 @@ async def get_results(
     service: EvaluationsDep,
     traces: Annotated[bool, Query(description="Include every per-sample trace.")] = False,
 ) -> EvaluationResults:
-    return service.results(job_id, traces)
+    return await service.results(job_id, traces)
+
+
+@router.get("/v1/evaluations/{job_id}/report", response_class=HTMLResponse)
+async def get_report(job_id: JobId, _: ApiKeyDep, service: EvaluationsDep) -> HTMLResponse:
+    """The HTML report of a finished job (the same one ``ragswap eval run`` writes), rendered from the database."""
+    return HTMLResponse(await service.report(job_id))
 
 
 @router.post("/v1/evaluations/{job_id}/cancel", response_model=EvaluationPublic)
@@ -77,16 +89,39 @@ async def delete_evaluation(job_id: JobId, _: ApiKeyDep, service: EvaluationsDep
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load persisted jobs, resume interrupted ones; on shutdown cancel running tasks (they resume next start)."""
+    """The service, plus the embedded worker if any (stopped first on shutdown: its job goes back to the queue)."""
+    from serving.evaluations.worker import EmbeddedWorkerProcess, EmbeddedWorkerThread, embedded_mode
+
     settings = app.state.settings
-    keys = [k.get_secret_value() for k in (*settings.server.api_keys, *settings.server.admin_keys)]
-    service = EvaluationService(settings, app=app, api_key=keys[0] if keys else None)
+    plane = app.state.controlplane
+    mode = embedded_mode(settings, plane.db.dialect)
+    worker: EmbeddedWorkerProcess | EmbeddedWorkerThread | None = None
+    if mode == "process":
+        worker = EmbeddedWorkerProcess(settings)
+    elif mode == "thread":
+        worker = EmbeddedWorkerThread(settings, plane)
+    service = EvaluationService(settings, plane, on_enqueue=worker.wake if worker else None)
     app.state.evaluations = service
-    await service.start()
+    if worker is None:
+        yield
+        return
+
+    stopped = False
+
+    async def stop_worker() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            await asyncio.to_thread(worker.stop)
+
+    await asyncio.to_thread(worker.start)
+    # Stopped before the gateway stops accepting connections (serving.server.GatewayServer), so that the job it
+    # runs is handed back to the queue instead of seeing its requests refused.
+    app.state.before_shutdown = [*getattr(app.state, "before_shutdown", []), stop_worker]
     try:
         yield
     finally:
-        await service.stop()
+        await stop_worker()
 
 
 def attach_router(app: FastAPI) -> None:

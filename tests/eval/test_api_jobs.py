@@ -1,4 +1,5 @@
-"""``/v1/evaluations`` on a real gateway over the session's vLLM engine: jobs, errors, and a restart mid-job."""
+"""``/v1/evaluations`` on a real gateway over the session's vLLM engine: jobs run by the gateway's embedded worker
+(the default on SQLite), errors, the report, and a gateway restart mid-job that resumes from the stored traces."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane import ControlPlane, default_url
 from serving.engine import EngineSettings
 from tests.conftest import Gateway, gateway_settings, start_gateway
 
@@ -69,11 +71,14 @@ def test_job_survives_restart_and_resumes(own_gateway: Any) -> None:
     # Stop the gateway as soon as the first sample is traced, while the job is running.
     _wait(gw, job_id, lambda b: b["progress"]["done"] >= 1)
     gw.server.stop()
-    job_dir = gw.state_dir / "evaluations" / job_id
-    interrupted = (job_dir / "job.json").read_text()
-    assert '"status": "queued"' in interrupted  # resumable, not failed
-    traced_before = len((job_dir / "run" / "traces.jsonl").read_text().splitlines())
-    assert 1 <= traced_before < 5
+    plane = ControlPlane.open(default_url(gw.state_dir))
+    try:
+        interrupted = plane.jobs.get(job_id)
+        traced_before = plane.jobs.traced(job_id)
+    finally:
+        plane.close()
+    assert interrupted.status == "queued" and interrupted.worker  # handed back to the queue, not failed
+    assert 1 <= len(traced_before) < 5 and interrupted.done == len(traced_before)
 
     gw2 = own_gateway()
     final = _wait(gw2, job_id, lambda b: b["status"] in ("succeeded", "failed", "cancelled"))
@@ -88,14 +93,20 @@ def test_job_survives_restart_and_resumes(own_gateway: Any) -> None:
     traces = results["traces"]
     # Every sample exactly once: the samples traced before the restart were not run again.
     assert sorted(t["sample_id"] for t in traces) == ["1", "2", "3", "4", "5"]
+    assert final["worker"] != interrupted.worker  # the second gateway's worker finished it
     summary = results["summary"]["results"]["smollm2-135m-instruct"]
     assert summary["mrr"]["mean"] == 1.0 and summary["mrr"]["n_ok"] == 5
     recall = summary["context_recall"]
     assert recall["n_ok"] + recall["n_failed"] == 5  # each sample scored or counted as failed
     for trace in traces:
         score = trace["scores"]["context_recall"]
-        assert score["judge_calls"] and score["judge_calls"][0]["raw"]  # the judge's raw output is kept
+        assert score["judge_calls"] and score["judge_calls"][0]["raw"], (
+            score
+        )  # the judge's raw output is kept
         assert (score["status"] == "ok") == (score["value"] is not None)
+    report = httpx.get(f"{gw2.url}/v1/evaluations/{job_id}/report", headers=gw2.headers(), timeout=60)
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "context_recall" in report.text
 
 
 def test_errors_and_cancel(gateway: Gateway) -> None:
@@ -117,6 +128,7 @@ def test_errors_and_cancel(gateway: Gateway) -> None:
     job = httpx.post(url, json={"dataset": rows, "metrics": ["rouge_l"]}, headers=headers).json()
     early = httpx.get(f"{url}/{job['id']}/results", headers=headers)
     assert early.status_code == 409 and early.json()["error"]["code"] == "evaluation_not_finished"
+    assert httpx.get(f"{url}/{job['id']}/report", headers=headers).status_code == 409
     cancelled = httpx.post(f"{url}/{job['id']}/cancel", headers=headers, timeout=60)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = httpx.delete(f"{url}/{job['id']}", headers=headers, timeout=60)

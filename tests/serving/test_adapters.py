@@ -1,6 +1,6 @@
 """Adapter registry through the API: hot load/unload, per-request selection, versions, aliases, validation
-(every rejection a 4xx that leaves the registry as it was), persistence across a gateway restart and re-applying
-adapters an engine lost."""
+(every rejection a 4xx that leaves the registry as it was), a second gateway on the same control-plane database
+and re-applying adapters an engine lost."""
 
 from __future__ import annotations
 
@@ -228,18 +228,26 @@ def test_engine_restart_gets_registry_reapplied(
     assert answer(client, "t-alpha") == registered["t-alpha"]
 
 
-def test_registry_persists_across_restart(
+def test_registry_is_shared_by_a_second_gateway(
     gateway, engine, engine_settings, registered, tmp_path: Path
 ) -> None:
+    """A second gateway process on the same control-plane database (the first one's SQLite file) routes by the
+    same registry: what persists survives a restart, and a change made through one is seen by the other."""
+    from controlplane import default_url
+
     resp = httpx.put(
         f"{gateway.url}/v1/aliases/t-stable",
         json={"target": "t-beta@1"},
         headers=gateway.headers(admin=True),
     )
     assert resp.status_code == 200
-    state = tmp_path / "state"
-    shutil.copytree(gateway.state_dir, state)
-    settings = gateway_settings(engine.url, engine_settings, gateway.adapter_root, state)
+    settings = gateway_settings(
+        engine.url,
+        engine_settings,
+        gateway.adapter_root,
+        tmp_path / "state",
+        database_url=default_url(gateway.state_dir),
+    )
     second = start_gateway(settings, gateway.adapter_root)
     try:
         client2 = OpenAI(base_url=f"{second.url}/v1", api_key=second.api_key, max_retries=0, timeout=120)
@@ -247,6 +255,21 @@ def test_registry_persists_across_restart(
         assert {"t-alpha@1", "t-beta@1", "t-stable"} <= ids
         assert answer(client2, "t-stable") == registered["t-beta"]
         assert answer(client2, "t-alpha") == registered["t-alpha"]
+        # Switched through the second gateway: the first routes by it within its sync interval.
+        resp = httpx.put(
+            f"{second.url}/v1/aliases/t-stable",
+            json={"target": "t-alpha@1"},
+            headers=second.headers(admin=True),
+        )
+        assert resp.status_code == 200
+        deadline = time.monotonic() + 2.0
+        while gateway.app.state.registry.resolve("t-stable").canonical != "t-alpha@1":
+            assert time.monotonic() < deadline, "the first gateway did not see the switch within 2 s"
+            time.sleep(0.05)
+        assert (
+            answer(OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.api_key), "t-stable")
+            == registered["t-alpha"]
+        )
     finally:
         second.server.stop()
         httpx.delete(f"{gateway.url}/v1/aliases/t-stable", headers=gateway.headers(admin=True))

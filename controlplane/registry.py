@@ -1,0 +1,503 @@
+"""The adapter registry's records and the transactions that change them.
+
+Every change is one transaction that first bumps the change counter (serialising writers, see
+:mod:`controlplane.changes`), re-checks its preconditions against the committed state, writes, and appends a
+``registry_events`` row. Readers take a :class:`RegistrySnapshot` (one consistent read) and route by it; the
+gateway keeps the latest snapshot in memory, so requests never wait for the database.
+
+All methods are blocking; call them from a worker thread (the gateway does, through
+:class:`controlplane.ControlPlane`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from controlplane import changes
+from controlplane.clock import iso, read_now
+from controlplane.db import Database
+from controlplane.errors import RecordConflictError, RecordNotFoundError
+from controlplane.models import (
+    Adapter,
+    AdapterVersionRow,
+    Alias,
+    AliasTarget,
+    IdSequence,
+    PendingUnload,
+    RegistryEvent,
+)
+
+VERSION_IDS = "adapter_version"
+"""The ``id_sequences`` row adapter version ids come from."""
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One registered adapter version (``name@version``)."""
+
+    id: int
+    """Increasing integer id, never reused."""
+    name: str
+    version: int
+    path: str
+    rank: int
+    target_modules: list[str]
+    base_check: str
+    default_collection: str | None
+    created_at: str
+    """ISO 8601, UTC."""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def engine_name(self) -> str:
+        """The LoRA name in the engines (one per version, so versions can be served side by side)."""
+        return self.ref
+
+
+@dataclass(frozen=True)
+class AliasTargetRecord:
+    ref: str
+    """``name@version``."""
+    weight: int
+    """Percent of the alias's traffic."""
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    target: str
+    """The alias's (single, weight 100) target ``name@version``."""
+    default_collection: str | None
+    updated_at: str
+    targets: tuple[AliasTargetRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """The whole registry as of one change number."""
+
+    change: int = 0
+    adapters: dict[str, dict[int, AdapterVersion]] = field(default_factory=dict)
+    aliases: dict[str, AliasRecord] = field(default_factory=dict)
+    pending_unloads: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Engine adapter name → (the change that removed it, when): removed, not yet unloaded everywhere."""
+    read_at: float = 0.0
+    """The database's time when the snapshot was read (compare ``pending_unloads`` times with it)."""
+
+    def versions(self) -> list[AdapterVersion]:
+        return sorted((v for vs in self.adapters.values() for v in vs.values()), key=lambda v: v.id)
+
+    def engine_names(self) -> set[str]:
+        return {v.engine_name for vs in self.adapters.values() for v in vs.values()}
+
+    def latest(self, name: str) -> AdapterVersion | None:
+        versions = self.adapters.get(name)
+        return versions[max(versions)] if versions else None
+
+    def get(self, ref: str) -> AdapterVersion | None:
+        """``name`` (its latest version) or ``name@version``."""
+        name, sep, ver = ref.partition("@")
+        if not sep:
+            return self.latest(name)
+        if not ver.isdigit():
+            return None
+        return self.adapters.get(name, {}).get(int(ver))
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A validated adapter version to record (the engines already hold it)."""
+
+    name: str
+    version: int
+    path: str
+    rank: int
+    target_modules: list[str]
+    base_check: str
+    default_collection: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Removal:
+    versions: list[AdapterVersion]
+    aliases: list[str]
+    """Aliases removed with them (``force``)."""
+    change: int
+
+
+def _version(row: AdapterVersionRow, name: str) -> AdapterVersion:
+    return AdapterVersion(
+        id=row.id,
+        name=name,
+        version=row.version,
+        path=row.path,
+        rank=row.rank,
+        target_modules=list(row.target_modules),
+        base_check=row.base_check,
+        default_collection=row.default_collection,
+        created_at=iso(row.created_at),
+        details=dict(row.details or {}),
+    )
+
+
+def allocate_id(session: Session, sequence: str) -> int:
+    """The next id of ``sequence`` (in this transaction; never handed out twice)."""
+    row = session.get(IdSequence, sequence, with_for_update=True)
+    if row is None:
+        row = IdSequence(name=sequence, value=0)
+        session.add(row)
+    row.value += 1
+    session.flush()
+    return row.value
+
+
+class RegistryStore:
+    """Registry reads and changes on ``db``. Names reserved for the base model are passed in by the caller."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- reads -----------------------------------------------------------------------------------------------
+
+    def change(self) -> int:
+        with self.db.read() as session:
+            return changes.current(session)
+
+    def snapshot(self) -> RegistrySnapshot:
+        with self.db.read() as session:
+            return self._snapshot(session)
+
+    def _snapshot(self, session: Session) -> RegistrySnapshot:
+        change = changes.current(session)
+        adapters: dict[str, dict[int, AdapterVersion]] = {}
+        refs: dict[int, str] = {}
+        rows = session.execute(
+            select(AdapterVersionRow, Adapter.name).join(Adapter).order_by(AdapterVersionRow.id)
+        ).all()
+        for row, name in rows:
+            version = _version(row, name)
+            adapters.setdefault(name, {})[version.version] = version
+            refs[row.id] = version.ref
+        aliases: dict[str, AliasRecord] = {}
+        for alias in session.scalars(select(Alias).options(selectinload(Alias.targets))).all():
+            targets = tuple(
+                AliasTargetRecord(ref=refs[t.version_id], weight=t.weight)
+                for t in sorted(alias.targets, key=lambda t: (-t.weight, t.version_id))
+                if t.version_id in refs
+            )
+            if not targets:
+                continue
+            aliases[alias.name] = AliasRecord(
+                target=targets[0].ref,
+                default_collection=alias.default_collection,
+                updated_at=iso(alias.updated_at),
+                targets=targets,
+            )
+        pending = {
+            p.engine_name: (p.change, p.requested_at) for p in session.scalars(select(PendingUnload)).all()
+        }
+        return RegistrySnapshot(
+            change=change,
+            adapters=adapters,
+            aliases=aliases,
+            pending_unloads=pending,
+            read_at=read_now(session),
+        )
+
+    def next_version(self, name: str) -> int:
+        """The version number a registration without an explicit one gets: latest + 1."""
+        with self.db.read() as session:
+            latest = session.scalar(
+                select(func.max(AdapterVersionRow.version)).join(Adapter).where(Adapter.name == name)
+            )
+        return int(latest or 0) + 1
+
+    def events(self, subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest registry events first (optionally of one adapter name or alias)."""
+        with self.db.read() as session:
+            query = select(RegistryEvent).order_by(RegistryEvent.id.desc()).limit(limit)
+            if subject is not None:
+                query = query.where(RegistryEvent.subject == subject)
+            return [
+                {
+                    "id": e.id,
+                    "at": iso(e.at),
+                    "change": e.change,
+                    "actor": e.actor,
+                    "kind": e.kind,
+                    "subject": e.subject,
+                    "data": e.data,
+                }
+                for e in session.scalars(query).all()
+            ]
+
+    # ---- changes ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(
+        session: Session, change: int, now: float, actor: str | None, kind: str, subject: str, **data: Any
+    ) -> None:
+        session.add(RegistryEvent(at=now, change=change, actor=actor, kind=kind, subject=subject, data=data))
+
+    @staticmethod
+    def _alias_names(session: Session) -> set[str]:
+        return set(session.scalars(select(Alias.name)).all())
+
+    @staticmethod
+    def _adapter_names(session: Session) -> set[str]:
+        return set(session.scalars(select(Adapter.name)).all())
+
+    def add_version(
+        self,
+        new: NewVersion,
+        aliases: Sequence[str] = (),
+        *,
+        reserved: Collection[str] = (),
+        actor: str | None = None,
+    ) -> tuple[AdapterVersion, int]:
+        """Record a version (and point ``aliases`` at it); returns it with the change number.
+
+        Raises:
+            RecordConflictError: the name is reserved or an alias, an alias would shadow a name, or the version exists.
+        """
+        with self.db.write() as session:
+            change = changes.bump(session)
+            now = read_now(session)
+            alias_names = self._alias_names(session)
+            if new.name in reserved or new.name in alias_names:
+                raise RecordConflictError(
+                    f"`{new.name}` is already a model or alias name", param="name", code="name_taken"
+                )
+            adapter_names = self._adapter_names(session) | {new.name}
+            for alias in aliases:
+                if alias in reserved or alias in adapter_names:
+                    raise RecordConflictError(
+                        f"alias `{alias}` would shadow a model or adapter name",
+                        param="aliases",
+                        code="name_taken",
+                    )
+            adapter = session.scalar(select(Adapter).where(Adapter.name == new.name))
+            if adapter is None:
+                adapter = Adapter(name=new.name, created_at=now)
+                session.add(adapter)
+                session.flush()
+            elif session.scalar(
+                select(AdapterVersionRow.id).where(
+                    AdapterVersionRow.adapter_id == adapter.id, AdapterVersionRow.version == new.version
+                )
+            ):
+                raise RecordConflictError(
+                    f"`{new.name}@{new.version}` is already registered; remove it first or pick another version",
+                    param="version",
+                    code="version_exists",
+                )
+            row = AdapterVersionRow(
+                id=allocate_id(session, VERSION_IDS),
+                adapter_id=adapter.id,
+                version=new.version,
+                path=new.path,
+                rank=new.rank,
+                target_modules=list(new.target_modules),
+                base_check=new.base_check,
+                default_collection=new.default_collection,
+                details=dict(new.details),
+                created_at=now,
+                created_by=actor,
+            )
+            session.add(row)
+            session.flush()
+            version = _version(row, new.name)
+            # Registered again before a previous removal of the same name@version was unloaded: keep it.
+            session.execute(delete(PendingUnload).where(PendingUnload.engine_name == version.engine_name))
+            for alias in aliases:
+                self._point_alias(session, alias, row.id, None, now, actor)
+                self._event(session, change, now, actor, "alias.set", alias, target=version.ref)
+            self._event(
+                session,
+                change,
+                now,
+                actor,
+                "adapter.registered",
+                new.name,
+                ref=version.ref,
+                id=version.id,
+                path=version.path,
+                aliases=list(aliases),
+            )
+        return version, change
+
+    @staticmethod
+    def _point_alias(
+        session: Session,
+        name: str,
+        version_id: int,
+        default_collection: str | None,
+        now: float,
+        actor: str | None,
+    ) -> Alias:
+        alias = session.scalar(select(Alias).where(Alias.name == name).options(selectinload(Alias.targets)))
+        if alias is None:
+            alias = Alias(name=name, updated_at=now)
+            session.add(alias)
+        alias.default_collection = default_collection
+        alias.updated_at, alias.updated_by = now, actor
+        alias.targets = [AliasTarget(version_id=version_id, weight=100)]
+        session.flush()
+        return alias
+
+    def remove(self, ref: str, *, force: bool = False, actor: str | None = None) -> Removal:
+        """Forget ``name`` (every version) or ``name@version``; the engines unload it once it is drained.
+
+        Raises:
+            RecordNotFoundError: nothing registered under ``ref``.
+            RecordConflictError: an alias points at it and ``force`` is false.
+        """
+        name, sep, ver = ref.partition("@")
+        with self.db.write() as session:
+            change = changes.bump(session)
+            now = read_now(session)
+            query = select(AdapterVersionRow).join(Adapter).where(Adapter.name == name)
+            if sep:
+                query = query.where(AdapterVersionRow.version == (int(ver) if ver.isdigit() else -1))
+            rows = session.scalars(query.order_by(AdapterVersionRow.version)).all()
+            if not rows:
+                raise RecordNotFoundError(
+                    f"adapter `{ref}` is not registered", param="name", code="adapter_not_found"
+                )
+            chosen = [_version(row, name) for row in rows]
+            ids = {row.id for row in rows}
+            refs = sorted(v.ref for v in chosen)
+            pinned_aliases = session.scalars(
+                select(Alias)
+                .join(AliasTarget)
+                .where(AliasTarget.version_id.in_(ids))
+                .options(selectinload(Alias.targets))
+                .distinct()
+            ).all()
+            pinned = sorted(a.name for a in pinned_aliases)
+            if pinned and not force:
+                raise RecordConflictError(
+                    f"aliases {pinned} point at {refs}; move them first or pass force=true",
+                    param="name",
+                    code="adapter_in_use",
+                )
+            removed_aliases = []
+            for alias in pinned_aliases:
+                remaining = [t for t in alias.targets if t.version_id not in ids]
+                if remaining:
+                    alias.targets = remaining
+                else:
+                    session.delete(alias)
+                    removed_aliases.append(alias.name)
+                self._event(session, change, now, actor, "alias.deleted", alias.name, reason=f"{ref} removed")
+            session.flush()
+            for row, version in zip(rows, chosen, strict=True):
+                session.delete(row)
+                session.merge(PendingUnload(engine_name=version.engine_name, change=change, requested_at=now))
+            session.flush()
+            if not session.scalar(
+                select(func.count()).select_from(AdapterVersionRow).join(Adapter).where(Adapter.name == name)
+            ):
+                session.execute(delete(Adapter).where(Adapter.name == name))
+            self._event(session, change, now, actor, "adapter.removed", name, refs=refs, force=force)
+        return Removal(versions=chosen, aliases=sorted(removed_aliases), change=change)
+
+    def set_alias(
+        self,
+        alias: str,
+        target: str,
+        default_collection: str | None = None,
+        *,
+        reserved: Collection[str] = (),
+        actor: str | None = None,
+    ) -> tuple[AliasRecord, int]:
+        """Point ``alias`` at ``target`` (``name@version``, or ``name`` = its latest version *now*).
+
+        Raises:
+            RecordConflictError: ``alias`` is a model or adapter name.
+            RecordNotFoundError: ``target`` is not registered.
+        """
+        with self.db.write() as session:
+            change = changes.bump(session)
+            now = read_now(session)
+            if alias in reserved or alias in self._adapter_names(session):
+                raise RecordConflictError(
+                    f"`{alias}` is a model or adapter name", param="alias", code="name_taken"
+                )
+            snapshot = self._snapshot(session)
+            version = snapshot.get(target)
+            if version is None:
+                raise RecordNotFoundError(
+                    f"alias target `{target}` is not a registered adapter",
+                    param="target",
+                    code="adapter_not_found",
+                )
+            row = self._point_alias(session, alias, version.id, default_collection, now, actor)
+            self._event(
+                session,
+                change,
+                now,
+                actor,
+                "alias.set",
+                alias,
+                target=version.ref,
+                default_collection=default_collection,
+            )
+            record = AliasRecord(
+                target=version.ref,
+                default_collection=row.default_collection,
+                updated_at=iso(now),
+                targets=(AliasTargetRecord(version.ref, 100),),
+            )
+        return record, change
+
+    def delete_alias(self, alias: str, *, actor: str | None = None) -> int:
+        """Remove an alias; returns the change number.
+
+        Raises:
+            RecordNotFoundError: no such alias.
+        """
+        with self.db.write() as session:
+            change = changes.bump(session)
+            now = read_now(session)
+            row = session.scalar(select(Alias).where(Alias.name == alias))
+            if row is None:
+                raise RecordNotFoundError(
+                    f"alias `{alias}` does not exist", param="alias", code="alias_not_found"
+                )
+            session.delete(row)
+            self._event(session, change, now, actor, "alias.deleted", alias)
+        return change
+
+    def pending_unloads(self) -> dict[str, tuple[int, float]]:
+        """Engine adapter names that engines may hold but must not (see :meth:`guard_load`, :meth:`remove`)."""
+        with self.db.read() as session:
+            return {
+                p.engine_name: (p.change, p.requested_at)
+                for p in session.scalars(select(PendingUnload)).all()
+            }
+
+    def guard_load(self, engine_name: str) -> None:
+        """Note that ``engine_name`` is about to be loaded on the engines *before* it is recorded.
+
+        Recording it (:meth:`add_version`) clears the note; if the registering gateway dies in between, the note
+        tells the next reconciler to unload the adapter the engines were left holding.
+        """
+        with self.db.write() as session:
+            session.merge(PendingUnload(engine_name=engine_name, change=0, requested_at=read_now(session)))
+
+    def unloaded(self, engine_names: Collection[str]) -> None:
+        """Removed versions that no engine holds any more: forget their pending unloads."""
+        if not engine_names:
+            return
+        with self.db.write() as session:
+            session.execute(delete(PendingUnload).where(PendingUnload.engine_name.in_(list(engine_names))))
