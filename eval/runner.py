@@ -23,8 +23,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from eval.paired import annotate_summary
 from eval.platform import PlatformClient, PlatformError
-from eval.records import EvalSample, JudgeInfo, RetrievedChunk, RunConfig, RunSummary, SampleTrace
+from eval.records import (
+    EvalSample,
+    JudgeCheck,
+    JudgeInfo,
+    RetrievedChunk,
+    RunConfig,
+    RunSummary,
+    SampleTrace,
+)
 from eval.scoring import Scorer
 from eval.stats import summarise_traces
 
@@ -100,23 +109,33 @@ async def _trace_for(sample: EvalSample, config: RunConfig, platform: PlatformCl
 
 
 def write_summary(
-    run_dir: Path, spec: RunSpec, seconds: float, judge_calls: int, failures: int
+    run_dir: Path,
+    spec: RunSpec,
+    seconds: float,
+    judge_calls: int,
+    failures: int,
+    *,
+    judge: JudgeInfo | None = None,
+    judge_check: JudgeCheck | None = None,
+    samples_per_minute: float | None = None,
 ) -> RunSummary:
-    """Recompute ``summary.json`` from ``traces.jsonl``."""
+    """Recompute ``summary.json`` from ``traces.jsonl`` (with the judge check and the paired comparisons)."""
     traces = read_traces(run_dir)
     summary = RunSummary(
         run_id=spec.run_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=spec.dataset,
         n_samples=len(spec.samples),
-        judge=spec.judge,
+        judge=judge or spec.judge,
         configs=spec.configs,
         metrics=spec.metrics,
         results=summarise_traces(traces, spec.metrics, spec.bootstrap_samples),
         judge_calls=judge_calls,
         judge_failures=failures,
         seconds=round(seconds, 2),
+        samples_per_minute=samples_per_minute,
     )
+    annotate_summary(summary, traces, judge_check, spec.bootstrap_samples)
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     return summary
 
@@ -152,6 +171,9 @@ async def execute_run(
     finished = total - len(todo)
     if progress:
         progress(finished, total)
+    await (
+        scorer.prepare()
+    )  # the judge's window and tokenizer, and the judge check (cached), before any sample
     start = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
@@ -170,13 +192,17 @@ async def execute_run(
                 progress(finished, total)
 
     await asyncio.gather(*(one(c, s) for c, s in todo))
-    judge = scorer.judge
+    seconds = time.perf_counter() - start
+    stats = scorer.judge_stats()
     summary = write_summary(
         run_dir,
         spec,
-        time.perf_counter() - start,
-        judge.calls if judge else 0,
-        judge.failures if judge else 0,
+        seconds,
+        stats.get("calls", 0),
+        stats.get("failures", 0),
+        judge=scorer.judge_info(spec.judge),
+        judge_check=scorer.judge_check,
+        samples_per_minute=round(len(todo) / seconds * 60, 2) if todo and seconds > 0 else None,
     )
     if report:
         from eval.report import write_report

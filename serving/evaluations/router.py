@@ -8,8 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
 
+from eval import GateError, GateOptions, GateResult, evaluate_gate
 from serving.deps import ApiKeyDep
-from serving.errors import ForbiddenError
+from serving.errors import BadRequestError, ForbiddenError
 from serving.evaluations.protocol import EvaluationCreate, EvaluationList, EvaluationPublic, EvaluationResults
 from serving.evaluations.service import EvaluationService
 
@@ -53,6 +54,18 @@ async def get_results(
     traces: Annotated[bool, Query(description="Include every per-sample trace.")] = False,
 ) -> EvaluationResults:
     return service.results(job_id, traces)
+
+
+@router.post("/v1/evaluations/{job_id}/gate", response_model=GateResult)
+async def gate_evaluation(
+    job_id: JobId, body: GateOptions, _: ApiKeyDep, service: EvaluationsDep
+) -> GateResult:
+    """The CI gate on the job's summary (200 with ``passed`` true or false; 409 until the job succeeded)."""
+    summary = service.results(job_id, False).summary
+    try:
+        return evaluate_gate(summary, body)
+    except GateError as exc:
+        raise BadRequestError(str(exc), param="require", code="invalid_gate") from exc
 
 
 @router.post("/v1/evaluations/{job_id}/cancel", response_model=EvaluationPublic)
