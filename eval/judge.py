@@ -226,6 +226,10 @@ class JudgeLLM(InstructorBaseRagasLLM):
             "temperature": self.temperature if attempt == 0 else max(self.temperature, 0.3 * attempt),
             "seed": attempt,
         }
+        if attempt:
+            # Guided JSON allows any whitespace between tokens, and a small judge can loop on newlines until
+            # max_tokens; a retry penalises repeated tokens, which the schema's structure still overrides.
+            kwargs["frequency_penalty"] = min(2.0, 0.5 * attempt)
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
         if self.structured_output:

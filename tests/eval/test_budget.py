@@ -25,13 +25,10 @@ from eval.budget import (
     resolve_window,
     split_to_fit,
 )
-from eval.records import EvalSample, RetrievedChunk, SampleTrace
 from eval.scoring import JudgeConfig, build_scorer
 from eval.settings import JUDGED_METRICS
+from tests.eval.long_passage_rows import ROWS, long_sample
 from tests.eval.standin_judge import StandInJudge
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "eval" / "long_passages.jsonl"
-ROWS = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -99,20 +96,6 @@ def test_pack_keeps_order_and_splits_only_what_is_too_long(tokenizer: LocalToken
         split_to_fit("one two three", lambda text: False)
 
 
-def _sample(i: int) -> tuple[EvalSample, SampleTrace]:
-    row = ROWS[i]
-    ids = [ROWS[(i + k) % len(ROWS)]["id"] for k in range(4)]
-    sample = EvalSample(id=row["id"], question=row["question"], reference=row["reference"])
-    trace = SampleTrace(
-        sample_id=row["id"],
-        config="c",
-        question=row["question"],
-        answer=row["reference"],
-        retrieved=[RetrievedChunk(id=d, text=next(r["passage"] for r in ROWS if r["id"] == d)) for d in ids],
-    )
-    return sample, trace
-
-
 def test_long_passages_are_split_to_fit_and_combined(
     stand_in_judge: Callable[..., StandInJudge],
     tokenizer: LocalTokenizerCounter,
@@ -129,7 +112,7 @@ def test_long_passages_are_split_to_fit_and_combined(
         few_shot=["answer_relevancy", "context_recall"],
     )
     scorer = build_scorer(list(JUDGED_METRICS), config, embedding_model_path)
-    samples = [_sample(i) for i in range(3)]
+    samples = [long_sample(i) for i in range(3)]
 
     async def run() -> list[dict[str, object]]:
         return list(await asyncio.gather(*(scorer.score(s, t) for s, t in samples)))
@@ -185,7 +168,7 @@ def test_context_recall_rechecks_only_unattributed_statements(
     scorer = build_scorer(["context_recall"], config, None)
     checked = 0
     for i in range(len(ROWS)):
-        sample, trace = _sample(i)
+        sample, trace = long_sample(i)
         start = len(judge.bodies)
         (score,) = asyncio.run(scorer.score(sample, trace)).values()
         assert score.status == "ok", score.reason

@@ -152,7 +152,7 @@ def test_cli_exit_codes_and_table(run: Path) -> None:
     assert failed.exit_code == 1 and "FAIL" in failed.output and "too many failed samples" in failed.output
     assert "1 of 2 requirements hold" in failed.output
     as_json = runner.invoke(app, ["eval", "gate", str(run), "--require", "ndcg>=base", "--json"])
-    assert as_json.exit_code == 0 and json.loads(as_json.output)["passed"] is True
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["passed"] is True
     bad = runner.invoke(app, ["eval", "gate", str(run), "--require", "rouge_l=>1"])
     assert bad.exit_code == 2 and "cannot read requirement" in bad.output
     missing = runner.invoke(app, ["eval", "gate", str(run.parent), "--require", "rouge_l>=0"])

@@ -92,6 +92,8 @@ def test_broken_json_is_counted_as_failed_with_reason(broken_judge: StandInJudge
     # First attempts are greedy, retries sample a little.
     temperatures = sorted(body["temperature"] for body in broken_judge.bodies)
     assert temperatures.count(0.0) == summary.judge_calls and temperatures[-1] > 0
+    # ... and penalise repetition (a small judge under guided decoding can loop on whitespace to max_tokens).
+    assert all(("frequency_penalty" in body) == (body["temperature"] > 0) for body in broken_judge.bodies)
 
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["results"]["given"]["faithfulness"]["n_failed"] == 3
