@@ -91,19 +91,30 @@ def local_tokenizer_dir(path: str | Path | None) -> Path | None:
     return None
 
 
+_LOADING = threading.Lock()
+_LOADED: dict[Path, LocalTokenizerCounter] = {}
+
+
 def make_counter(tokenizer_dir: Path | None, chars_per_token: float) -> TokenCounter:
-    """The exact counter when the judge's tokenizer is local and loads; the estimate otherwise."""
-    if tokenizer_dir is not None:
-        try:
-            return LocalTokenizerCounter(tokenizer_dir)
-        except (
-            Exception
-        ) as exc:  # a broken or foreign tokenizer directory: estimate instead of failing the run
-            logger.warning(
-                "judge tokenizer did not load; estimating prompt tokens",
-                extra={"path": str(tokenizer_dir), "error": f"{type(exc).__name__}: {exc}"},
-            )
-    return CharEstimateCounter(chars_per_token)
+    """The exact counter when the judge's tokenizer is local and loads; the estimate otherwise.
+
+    One tokenizer per folder and process, loaded under a lock: transformers' loading is not thread-safe (judges
+    preparing at once in worker threads made all but one fall back to the estimate).
+    """
+    if tokenizer_dir is None:
+        return CharEstimateCounter(chars_per_token)
+    key = tokenizer_dir.resolve()
+    with _LOADING:
+        if key not in _LOADED:
+            try:
+                _LOADED[key] = LocalTokenizerCounter(tokenizer_dir)
+            except Exception as exc:  # a broken or foreign tokenizer folder: estimate, do not fail the run
+                logger.warning(
+                    "judge tokenizer did not load; estimating prompt tokens",
+                    extra={"path": str(tokenizer_dir), "error": f"{type(exc).__name__}: {exc}"},
+                )
+                return CharEstimateCounter(chars_per_token)
+        return _LOADED[key]
 
 
 @dataclass

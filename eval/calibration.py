@@ -160,6 +160,25 @@ def agreement(metric: str, answers: Sequence[dict[str, Any]]) -> MetricAgreement
     return result
 
 
+def _load(path: Path) -> MetricAgreement | None:
+    if not path.is_file():
+        return None
+    try:
+        return MetricAgreement.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError:
+        logger.warning("ignoring an unreadable judge check", extra={"path": str(path)})
+        return None
+
+
+def _store(path: Path, result: MetricAgreement, answers: list[dict[str, Any]]) -> None:
+    """The metric's result (atomically) and, beside it, every item's answer for a human to inspect."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(path)
+    path.with_suffix(".items.json").write_text(json.dumps(answers, indent=1), encoding="utf-8")
+
+
 def check_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -207,24 +226,18 @@ async def run_judge_check(
     folder = cache_dir / "judge-checks" if cache_dir is not None else None
     for metric in [m for m in JUDGED_METRICS if m in metrics]:
         path = folder / f"{check_key({**key_parts, 'metric': metric})}.json" if folder else None
-        if path is not None and path.is_file() and not refresh:
-            try:
-                results[metric] = MetricAgreement.model_validate_json(path.read_text(encoding="utf-8"))
-                continue
-            except ValueError:
-                logger.warning("ignoring an unreadable judge check", extra={"path": str(path)})
+        cached = await asyncio.to_thread(_load, path) if path is not None and not refresh else None
+        if cached is not None:
+            results[metric] = cached
+            continue
         cached_all = False
-        mine = [item for item in items if item.metric == metric]
         if metric == "answer_relevancy" and judged.embeddings is None:
             continue
+        mine = [item for item in items if item.metric == metric]
         answers = list(await asyncio.gather(*(_answer(judged, item) for item in mine)))
         results[metric] = agreement(metric, answers)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(results[metric].model_dump_json(indent=2), encoding="utf-8")
-            tmp.replace(path)
-            path.with_suffix(".items.json").write_text(json.dumps(answers, indent=1), encoding="utf-8")
+            await asyncio.to_thread(_store, path, results[metric], answers)
     check = JudgeCheck(
         model=judge.model,
         url=url,

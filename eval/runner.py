@@ -194,7 +194,9 @@ async def execute_run(
     await asyncio.gather(*(one(c, s) for c, s in todo))
     seconds = time.perf_counter() - start
     stats = scorer.judge_stats()
-    summary = write_summary(
+    # Off the event loop: re-reading the traces and the bootstrap statistics of every comparison take a while.
+    summary = await asyncio.to_thread(
+        write_summary,
         run_dir,
         spec,
         seconds,
