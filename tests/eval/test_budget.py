@@ -121,7 +121,9 @@ def test_long_passages_are_split_to_fit_and_combined(
     assert scorer.judge is not None and scorer.judge.budget is not None
     limit = scorer.judge.budget.prompt_limit
     assert scorer.judge.budget.window == ContextWindow(2048, "/v1/models") and limit == 2048 - 512 - 8
-    assert scorer.judge.budget.counter.description == "tokenizer of SmolLM2-135M-Instruct"  # exact, not estimated
+    assert (
+        scorer.judge.budget.counter.description == "tokenizer of SmolLM2-135M-Instruct"
+    )  # exact, not estimated
     # Every prompt sent fits, counted again here with the judge's tokenizer.
     sent = [body["messages"][0]["content"] for body in judge.bodies]
     assert sent and max(tokenizer.count(p) for p in sent) <= limit
