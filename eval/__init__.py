@@ -6,7 +6,12 @@ Public API (imported lazily so that ``ragswap --help`` does not import ragas):
 - :func:`load_dataset`, :class:`DatasetError` — JSONL datasets (ragswap rows or ragas ``EvaluationDataset``).
 - :class:`JudgeLLM`, :class:`JudgeConfig` — the judge; :func:`build_scorer`, :class:`Scorer` — metrics.
 - :class:`EvalRequest`, :func:`prepare_run`, :func:`execute_run` — runs into a run directory.
-- :func:`write_report`, :func:`compare_runs` — HTML report and run diffs.
+- :func:`write_report` — the HTML report.
+- Judge calibration: :func:`run_judge_check`, :class:`JudgeCheck`, :class:`MetricAgreement`.
+- Paired comparisons: :func:`compare_runs`, :func:`compare_configs`, :func:`paired_delta`, :class:`Comparison`,
+  :class:`PairedDelta`.
+- CI gates: :func:`evaluate_gate`, :func:`assert_gate`, :class:`GateOptions`, :class:`GateResult`,
+  :class:`GateFailedError`, :class:`GateError`, :class:`Requirement`.
 """
 
 from __future__ import annotations
@@ -37,10 +42,26 @@ _EXPORTS = {
     "render_report": "eval.report",
     "write_report": "eval.report",
     "compare_runs": "eval.compare",
+    "compare_configs": "eval.paired",
+    "paired_delta": "eval.paired",
+    "run_judge_check": "eval.calibration",
+    "load_calibration_set": "eval.calibration",
+    "evaluate_gate": "eval.gate",
+    "assert_gate": "eval.gate",
+    "GateOptions": "eval.gate",
+    "GateResult": "eval.gate",
+    "GateCheck": "eval.gate",
+    "GateFailedError": "eval.gate",
+    "GateError": "eval.gate",
+    "Requirement": "eval.gate",
     "EvalSample": "eval.records",
     "MetricScore": "eval.records",
     "RunSummary": "eval.records",
     "SampleTrace": "eval.records",
+    "Comparison": "eval.records",
+    "PairedDelta": "eval.records",
+    "JudgeCheck": "eval.records",
+    "MetricAgreement": "eval.records",
 }
 
 __all__ = sorted(_EXPORTS)

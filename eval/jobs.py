@@ -13,6 +13,7 @@ from eval.runner import ProgressCallback, RunSpec, TraceSink, execute_run, new_r
 from eval.settings import ALL_METRICS, EvalSettings
 
 if TYPE_CHECKING:
+    from eval.scoring import JudgeConfig
     from ragswap.config import Settings
 
 RetrievalMode = Literal["hybrid", "dense", "sparse"]
@@ -88,6 +89,8 @@ class PreparedRun:
     asgi_app: Any | None = None
     """The gateway app itself when the API runs the job: calls to it stay in-process."""
     judge_via_gateway: bool = True
+    judge_tokenizer: Path | None = None
+    """The judge model's tokenizer when it is in the local model store (exact prompt budgets)."""
 
     async def execute(
         self, progress: ProgressCallback | None = None, sink: TraceSink | None = None
@@ -97,7 +100,9 @@ class PreparedRun:
         from eval.scoring import JudgeConfig, build_scorer
 
         settings = self.settings
-        judge = JudgeConfig.from_settings(settings, self.judge_url, self.judge_model, self.judge_api_key)
+        judge = JudgeConfig.from_settings(
+            settings, self.judge_url, self.judge_model, self.judge_api_key, self.judge_tokenizer
+        )
         judge.structured_output = self.spec.judge.structured_output
         scorer = build_scorer(
             self.spec.metrics,
@@ -150,12 +155,9 @@ def prepare_run(
     server_url = server_url or f"http://{settings.server.host}:{settings.server.port}"
     if api_key is None and settings.server.api_keys:
         api_key = settings.server.api_keys[0].get_secret_value()
-    judge_url = request.judge_url or settings.eval.judge_url or server_url
-    judge_model = request.judge_model or settings.eval.judge_model or settings.models.base_model
-    judge_key = settings.eval.judge_api_key.get_secret_value() if settings.eval.judge_api_key else None
-    via_gateway = not (request.judge_url or settings.eval.judge_url)
-    if via_gateway:
-        judge_key = judge_key or api_key
+    judge_url, judge_model, judge_key, via_gateway = resolve_judge(
+        settings, server_url, api_key, request.judge_url, request.judge_model
+    )
     structured = (
         request.structured_output
         if request.structured_output is not None
@@ -184,4 +186,52 @@ def prepare_run(
         settings=settings.eval,
         asgi_app=asgi_app,
         judge_via_gateway=via_gateway,
+        judge_tokenizer=judge_tokenizer_dir(judge_model, settings),
     )
+
+
+def resolve_judge(
+    settings: Settings, server_url: str, api_key: str | None, judge_url: str | None, judge_model: str | None
+) -> tuple[str, str, str | None, bool]:
+    """``(url, model, api key, via the gateway)`` of the judge: the given ones, else the settings', else the
+    gateway at ``server_url`` with its base model (and the gateway's API key)."""
+    url = judge_url or settings.eval.judge_url or server_url
+    model = judge_model or settings.eval.judge_model or settings.models.base_model
+    key = settings.eval.judge_api_key.get_secret_value() if settings.eval.judge_api_key else None
+    via_gateway = not (judge_url or settings.eval.judge_url)
+    if via_gateway:
+        key = key or api_key
+    return url, model, key, via_gateway
+
+
+def judge_config(
+    settings: Settings,
+    *,
+    server_url: str | None = None,
+    api_key: str | None = None,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    structured_output: bool | None = None,
+) -> JudgeConfig:
+    """The judge a run with these options would use (``ragswap eval judge-check`` checks it alone)."""
+    from eval.scoring import JudgeConfig
+
+    server_url = server_url or f"http://{settings.server.host}:{settings.server.port}"
+    if api_key is None and settings.server.api_keys:
+        api_key = settings.server.api_keys[0].get_secret_value()
+    url, model, key, _ = resolve_judge(settings, server_url, api_key, judge_url, judge_model)
+    config = JudgeConfig.from_settings(settings.eval, url, model, key, judge_tokenizer_dir(model, settings))
+    if structured_output is not None:
+        config.structured_output = structured_output
+    return config
+
+
+def judge_tokenizer_dir(judge_model: str, settings: Settings) -> Path | None:
+    """The judge's tokenizer folder when ``judge_model`` is a model-store name or a local model directory."""
+    from eval.budget import local_tokenizer_dir
+    from ragswap.model_store import ModelStoreError, resolve_model
+
+    try:
+        return local_tokenizer_dir(resolve_model(judge_model, settings.models))
+    except (ModelStoreError, OSError):
+        return None

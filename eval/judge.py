@@ -19,13 +19,17 @@ import hashlib
 import logging
 import re
 from copy import deepcopy
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from ragas.llms.base import InstructorBaseRagasLLM
 
+from eval.budget import PromptBudget, make_counter, reported_window, resolve_window
 from eval.cache import JudgeCache, cache_key
 from eval.records import JudgeCall
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +43,34 @@ MAX_STRING_CHARS = 200
 BINARY_FIELDS = frozenset({"verdict", "attributed", "noncommittal"})
 
 
+JudgeErrorKind = Literal["parse", "request", "rejected", "context"]
+
+
 class JudgeError(RuntimeError):
-    """The judge gave no usable answer after every retry; the message says why (parse error, HTTP error)."""
+    """The judge gave no usable answer; the message says why and ``kind`` says which way it failed.
+
+    ``parse``: outputs that never validated; ``request``: network errors, timeouts and 5xx/429 after every retry;
+    ``rejected``: a deterministic 4xx (sent once, never retried); ``context``: the prompt does not fit the judge's
+    context window (refused before sending, or a 4xx saying so).
+    """
+
+    def __init__(self, message: str, kind: JudgeErrorKind = "request") -> None:
+        super().__init__(message)
+        self.kind: JudgeErrorKind = kind
+
+
+# A 4xx is the server's verdict on the request itself: resending it gives the same answer. These four are not.
+TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+_CONTEXT_OVERFLOW = re.compile(
+    r"maximum context length|context length|context window|too many (input )?tokens|prompt is too long|"
+    r"exceeds .*max(imum)?_?(model)?_?len",
+    re.IGNORECASE,
+)
+
+
+def is_context_overflow(message: str) -> bool:
+    """Whether an endpoint's error message says the prompt is longer than the model's window."""
+    return bool(_CONTEXT_OVERFLOW.search(message))
 
 
 def record_calls() -> tuple[list[JudgeCall], contextvars.Token[list[JudgeCall] | None]]:
@@ -54,7 +84,8 @@ def stop_recording(token: contextvars.Token[list[JudgeCall] | None]) -> None:
 
 
 def bounded_schema(schema: dict[str, Any], max_items: int, max_chars: int) -> dict[str, Any]:
-    """The output model's JSON schema with caps on arrays and strings (tighter, never looser, than pydantic's)."""
+    """The output model's JSON schema with bounds on arrays (1..``max_items``) and strings (tighter, never looser,
+    than pydantic's; bounds the model already declares are kept)."""
     out = deepcopy(schema)
 
     def walk(node: Any) -> None:
@@ -63,8 +94,10 @@ def bounded_schema(schema: dict[str, Any], max_items: int, max_chars: int) -> di
                 if name in BINARY_FIELDS and isinstance(prop, dict) and prop.get("type") == "integer":
                     prop["enum"] = [0, 1]
             kind = node.get("type")
-            if kind == "array" and "maxItems" not in node:
-                node["maxItems"] = max_items
+            if kind == "array":
+                # At least one item: an empty list (no statements, no verdicts) only ever makes the metric NaN.
+                node.setdefault("maxItems", max_items)
+                node.setdefault("minItems", 1)
             if kind == "string" and "maxLength" not in node and "enum" not in node:
                 node["maxLength"] = max_chars
             for value in node.values():
@@ -113,6 +146,10 @@ class JudgeLLM(InstructorBaseRagasLLM):
         max_items: int = MAX_LIST_ITEMS,
         max_chars: int = MAX_STRING_CHARS,
         extra_body: dict[str, Any] | None = None,
+        context_tokens: int | None = None,
+        tokenizer_dir: Path | None = None,
+        chars_per_token: float = 2.5,
+        budget: PromptBudget | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -131,6 +168,51 @@ class JudgeLLM(InstructorBaseRagasLLM):
         text (the rest are HTTP errors and timeouts)."""
         self.parse_failures = 0
         self.first_attempt_failures = 0
+        self.context_failures = 0
+        """Calls that failed because the prompt did not fit the window (refused before sending, or a 4xx)."""
+        self.rejected = 0
+        """Calls answered with a deterministic 4xx (context overflows included): each was sent exactly once."""
+        self.context_tokens = context_tokens
+        """The judge's window from the settings; ``None`` = ask the endpoint's ``/v1/models``."""
+        self.tokenizer_dir = tokenizer_dir
+        self.chars_per_token = chars_per_token
+        self.budget = budget
+        """Set by :meth:`prepare`: the window, the output reservation and the token counter."""
+        self._prepare_lock = asyncio.Lock()
+
+    def counters(self) -> dict[str, int]:
+        """The call counters, e.g. to report a run's calls without those of the judge check before it."""
+        names = (
+            "calls",
+            "failures",
+            "parse_failures",
+            "first_attempt_failures",
+            "context_failures",
+            "rejected",
+        )
+        return {name: getattr(self, name) for name in names}
+
+    async def prepare(self) -> PromptBudget:
+        """Find the judge's window (setting, else ``/v1/models``) and load its tokenizer; once per judge."""
+        if self.budget is not None:
+            return self.budget
+        async with self._prepare_lock:
+            if self.budget is None:
+                reported = await reported_window(self.client, self.model)
+                window = resolve_window(self.context_tokens, reported)
+                counter = await asyncio.to_thread(make_counter, self.tokenizer_dir, self.chars_per_token)
+                self.budget = PromptBudget(window, self.max_tokens, counter)
+                logger.info(
+                    "judge context budget",
+                    extra={
+                        "model": self.model,
+                        "window": window.tokens,
+                        "source": window.source,
+                        "prompt_limit": self.budget.prompt_limit,
+                        "counter": counter.description,
+                    },
+                )
+            return self.budget
 
     def generate(self, prompt: str, response_model: type[T]) -> T:
         return asyncio.run(self.agenerate(prompt, response_model))
@@ -144,6 +226,10 @@ class JudgeLLM(InstructorBaseRagasLLM):
             "temperature": self.temperature if attempt == 0 else max(self.temperature, 0.3 * attempt),
             "seed": attempt,
         }
+        if attempt:
+            # Guided JSON allows any whitespace between tokens, and a small judge can loop on newlines until
+            # max_tokens; a retry penalises repeated tokens, which the schema's structure still overrides.
+            kwargs["frequency_penalty"] = min(2.0, 0.5 * attempt)
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
         if self.structured_output:
@@ -153,8 +239,13 @@ class JudgeLLM(InstructorBaseRagasLLM):
             }
         return kwargs
 
-    async def agenerate(self, prompt: str, response_model: type[T]) -> T:
-        """Ask the judge, parse into ``response_model``; raise :class:`JudgeError` once retries are spent."""
+    async def agenerate(self, prompt: str, response_model: type[T], *, note: str | None = None) -> T:
+        """Ask the judge, parse into ``response_model``; raise :class:`JudgeError` when no usable answer came.
+
+        A prompt longer than the budget is refused without a request; a deterministic 4xx is not retried;
+        unparsable output, 5xx, 429, timeouts and connection errors are retried up to ``max_retries`` times.
+        ``note`` (e.g. ``"passages 3-4 of 4"``) is kept in the call's trace record.
+        """
         schema_name = response_model.__name__
         schema = bounded_schema(response_model.model_json_schema(), self.max_items, self.max_chars)
         key = cache_key(
@@ -171,11 +262,19 @@ class JudgeLLM(InstructorBaseRagasLLM):
             prompt_sha=hashlib.sha256(prompt.encode()).hexdigest()[:16],
             attempts=0,
             ok=False,
+            note=note,
         )
         recorder = _calls.get()
         if recorder is not None:
             recorder.append(record)
         self.calls += 1
+
+        budget = await self.prepare()
+        record.prompt_tokens = await asyncio.to_thread(budget.count, prompt)
+        if record.prompt_tokens > budget.prompt_limit:
+            error = f"judge prompt too long: {record.prompt_tokens} tokens, but {budget.describe()}"
+            self._failed(record, error, "context")
+            raise JudgeError(error, "context")
 
         if self.cache is not None:
             cached = self.cache.get(key)
@@ -189,6 +288,7 @@ class JudgeLLM(InstructorBaseRagasLLM):
                     return parsed
 
         error = "no attempt made"
+        kind: JudgeErrorKind = "request"
         for attempt in range(self.max_retries + 1):
             record.attempts = attempt + 1
             try:
@@ -199,18 +299,34 @@ class JudgeLLM(InstructorBaseRagasLLM):
                 raw = response.choices[0].message.content or ""
                 finish = response.choices[0].finish_reason
             except Exception as exc:  # the openai client raises many types; all mean "this attempt failed"
-                error = f"judge request failed: {type(exc).__name__}: {exc}"
                 record.raw = None
                 if attempt == 0:
                     self.first_attempt_failures += 1
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int) and 400 <= status < 500 and status not in TRANSIENT_4XX:
+                    # The same request gets the same answer: one attempt, and say what the server said.
+                    message = _error_message(exc)
+                    kind = "context" if is_context_overflow(message) else "rejected"
+                    what = (
+                        "prompt longer than the judge's window" if kind == "context" else "request rejected"
+                    )
+                    error = f"judge {what}: HTTP {status}: {message}"
+                    self.rejected += 1
+                    break
+                error, kind = f"judge request failed: {type(exc).__name__}: {exc}", "request"
                 continue
+            usage = getattr(response, "usage", None)
+            record.usage_prompt_tokens = getattr(usage, "prompt_tokens", None)
             record.raw = raw
             try:
                 parsed = response_model.model_validate_json(extract_json(raw))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first.get("loc", ())) or "output"
-                error = f"judge output is not a valid {schema_name} ({where}: {first.get('msg')})"
+                error, kind = (
+                    f"judge output is not a valid {schema_name} ({where}: {first.get('msg')})",
+                    "parse",
+                )
                 if finish == "length":
                     error += f"; cut off at max_tokens={self.max_tokens}"
                 if attempt == 0:
@@ -220,9 +336,26 @@ class JudgeLLM(InstructorBaseRagasLLM):
             if self.cache is not None:
                 self.cache.set(key, raw)
             return parsed
-        record.error = error
+        self._failed(record, error, kind)
+        raise JudgeError(error, kind)
+
+    def _failed(self, record: JudgeCall, error: str, kind: JudgeErrorKind) -> None:
+        record.error, record.error_kind = error, kind
         self.failures += 1
-        if error.startswith("judge output"):
+        if kind == "parse":
             self.parse_failures += 1
-        logger.debug("judge failed", extra={"schema": schema_name, "error": error})
-        raise JudgeError(error)
+        elif kind == "context":
+            self.context_failures += 1
+        logger.debug("judge failed", extra={"schema": record.schema_name, "error": error})
+
+
+def _error_message(exc: Exception) -> str:
+    """The ``error.message`` of an OpenAI-shaped error body, else the exception text (shortened)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+        if body.get("message"):
+            return str(body["message"])[:500]
+    return str(exc)[:500]

@@ -12,6 +12,7 @@ from typing import Any
 
 from eval.records import RunSummary, SampleTrace
 from eval.runner import read_summary, read_traces
+from eval.settings import JUDGED_METRICS
 
 WORST_PER_CONFIG = 5
 
@@ -123,11 +124,7 @@ def render_report(summary: RunSummary, traces: list[SampleTrace]) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
     )
-    judged: list[str] = [
-        m
-        for m in ("faithfulness", "answer_relevancy", "context_precision", "context_recall")
-        if m in summary.metrics
-    ]
+    judged = [m for m in JUDGED_METRICS if m in summary.metrics]
     return env.get_template("report.html.j2").render(
         summary=summary,
         configs=list(summary.results),
@@ -135,6 +132,7 @@ def render_report(summary: RunSummary, traces: list[SampleTrace]) -> str:
         dist_png=plot_distributions(summary, traces),
         worst=worst_samples(traces, judged or summary.metrics),
         metrics=summary.metrics,
+        judged=judged,
     )
 
 

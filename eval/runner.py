@@ -26,8 +26,17 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from eval.paired import annotate_summary
 from eval.platform import PlatformClient, PlatformError
-from eval.records import EvalSample, JudgeInfo, RetrievedChunk, RunConfig, RunSummary, SampleTrace
+from eval.records import (
+    EvalSample,
+    JudgeCheck,
+    JudgeInfo,
+    RetrievedChunk,
+    RunConfig,
+    RunSummary,
+    SampleTrace,
+)
 from eval.scoring import Scorer
 from eval.stats import summarise_traces
 
@@ -144,29 +153,57 @@ class FileTraceSink:
 
 
 def summarise_run(
-    spec: RunSpec, traces: list[SampleTrace], seconds: float, judge_calls: int, failures: int
+    spec: RunSpec,
+    traces: list[SampleTrace],
+    seconds: float,
+    judge_calls: int,
+    failures: int,
+    *,
+    judge: JudgeInfo | None = None,
+    judge_check: JudgeCheck | None = None,
+    samples_per_minute: float | None = None,
 ) -> RunSummary:
-    """The run's summary from its traces."""
-    return RunSummary(
+    """The run's summary from its traces (with the judge check and the paired comparisons)."""
+    summary = RunSummary(
         run_id=spec.run_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=spec.dataset,
         n_samples=len(spec.samples),
-        judge=spec.judge,
+        judge=judge or spec.judge,
         configs=spec.configs,
         metrics=spec.metrics,
         results=summarise_traces(traces, spec.metrics, spec.bootstrap_samples),
         judge_calls=judge_calls,
         judge_failures=failures,
         seconds=round(seconds, 2),
+        samples_per_minute=samples_per_minute,
     )
+    annotate_summary(summary, traces, judge_check, spec.bootstrap_samples)
+    return summary
 
 
 def write_summary(
-    run_dir: Path, spec: RunSpec, seconds: float, judge_calls: int, failures: int
+    run_dir: Path,
+    spec: RunSpec,
+    seconds: float,
+    judge_calls: int,
+    failures: int,
+    *,
+    judge: JudgeInfo | None = None,
+    judge_check: JudgeCheck | None = None,
+    samples_per_minute: float | None = None,
 ) -> RunSummary:
     """Recompute ``summary.json`` from ``traces.jsonl``."""
-    summary = summarise_run(spec, read_traces(run_dir), seconds, judge_calls, failures)
+    summary = summarise_run(
+        spec,
+        read_traces(run_dir),
+        seconds,
+        judge_calls,
+        failures,
+        judge=judge,
+        judge_check=judge_check,
+        samples_per_minute=samples_per_minute,
+    )
     (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     return summary
 
@@ -205,6 +242,8 @@ async def execute_run(
     finished = total - len(todo)
     if progress:
         progress(finished, total)
+    # The judge's window and tokenizer, and the judge check (cached), before any sample.
+    await scorer.prepare()
     start = time.perf_counter()
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
@@ -221,11 +260,22 @@ async def execute_run(
                 progress(finished, total)
 
     await asyncio.gather(*(one(c, s) for c, s in todo))
-    judge = scorer.judge
     seconds = time.perf_counter() - start
-    calls, failures = (judge.calls, judge.failures) if judge else (0, 0)
+    stats = scorer.judge_stats()
     traces = await asyncio.to_thread(sink.all)
-    summary = await asyncio.to_thread(summarise_run, spec, traces, seconds, calls, failures)
+    # Off the event loop: the bootstrap statistics of every comparison take a while.
+    summary = await asyncio.to_thread(
+        lambda: summarise_run(
+            spec,
+            traces,
+            seconds,
+            stats.get("calls", 0),
+            stats.get("failures", 0),
+            judge=scorer.judge_info(spec.judge),
+            judge_check=scorer.judge_check,
+            samples_per_minute=round(len(todo) / seconds * 60, 2) if todo and seconds > 0 else None,
+        )
+    )
     if run_dir is not None:
         await asyncio.to_thread(
             (run_dir / "summary.json").write_text, summary.model_dump_json(indent=2), encoding="utf-8"

@@ -13,7 +13,7 @@ from eval.judge import JudgeLLM
 from eval.metrics import ir
 from eval.metrics.answer import rouge_l
 from eval.metrics.judged import JudgedMetrics
-from eval.records import EvalSample, JudgeInfo, MetricScore, RetrievedChunk, SampleTrace
+from eval.records import EvalSample, JudgeCheck, JudgeInfo, MetricScore, RetrievedChunk, SampleTrace
 from eval.settings import ALL_METRICS, JUDGED_METRICS, EvalSettings
 
 
@@ -34,9 +34,27 @@ class JudgeConfig:
     max_items: int = 6
     max_chars: int = 200
     few_shot: list[str] = field(default_factory=lambda: ["answer_relevancy", "context_recall"])
+    context_tokens: int | None = None
+    """The judge's window; ``None`` = its ``/v1/models`` ``max_model_len`` (see :mod:`eval.budget`)."""
+    tokenizer_dir: Path | None = None
+    """The judge model's tokenizer when it is local (exact token counts); ``None`` = estimate."""
+    chars_per_token: float = 2.5
+    judge_check: bool = False
+    """Check the judge on the calibration set before scoring (runs built from settings turn it on)."""
+    check_cache_dir: Path | None = None
+    """Where judge-check results are cached (kept even when the judge-output ``cache_dir`` is off)."""
+    calibration_set: Path | None = None
+    """A labelled set of your own; ``None`` = the built-in one."""
 
     @classmethod
-    def from_settings(cls, settings: EvalSettings, url: str, model: str, api_key: str | None) -> JudgeConfig:
+    def from_settings(
+        cls,
+        settings: EvalSettings,
+        url: str,
+        model: str,
+        api_key: str | None,
+        tokenizer_dir: Path | None = None,
+    ) -> JudgeConfig:
         return cls(
             url=url,
             model=model,
@@ -51,6 +69,12 @@ class JudgeConfig:
             max_items=settings.judge_max_items,
             max_chars=settings.judge_max_chars,
             few_shot=list(settings.judge_few_shot),
+            context_tokens=settings.judge_context_tokens,
+            tokenizer_dir=tokenizer_dir,
+            chars_per_token=settings.judge_chars_per_token,
+            judge_check=settings.judge_check,
+            check_cache_dir=settings.cache_dir,
+            calibration_set=settings.judge_check_set,
         )
 
     def info(self) -> JudgeInfo:
@@ -83,6 +107,9 @@ class JudgeConfig:
             cache=JudgeCache(self.cache_dir) if self.cache_dir else None,
             max_items=self.max_items,
             max_chars=self.max_chars,
+            context_tokens=self.context_tokens,
+            tokenizer_dir=self.tokenizer_dir,
+            chars_per_token=self.chars_per_token,
         )
 
 
@@ -107,7 +134,18 @@ class Scorer:
     k: int = 5
     strictness: int = 1
     few_shot: list[str] = field(default_factory=lambda: ["answer_relevancy", "context_recall"])
+    judge_url: str | None = None
+    """The judge's endpoint as configured (judge-check cache key and reports)."""
+    check_judge: bool = False
+    """Run the judge check in :meth:`prepare` (see :mod:`eval.calibration`)."""
+    check_cache_dir: Path | None = None
+    calibration_set: Path | None = None
+    judge_check: JudgeCheck | None = field(default=None, init=False)
+    """Set by :meth:`prepare` when ``check_judge``: the judge's calibration agreement per judged metric."""
     _judged: JudgedMetrics | None = field(default=None, init=False, repr=False)
+    _prepared: bool = field(default=False, init=False, repr=False)
+    _prepare_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _after_check: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(ALL_METRICS))
@@ -158,10 +196,66 @@ class Scorer:
         if self.judge is not None and self.judge.cache is not None:
             self.judge.cache.close()
 
+    async def prepare(self) -> None:
+        """Find the judge's context window and tokenizer, then (``check_judge``) run the judge check; once.
+
+        Called by the runner before the first sample; :meth:`score` calls it too, so direct use works.
+        """
+        async with self._prepare_lock:
+            if self._prepared:
+                return
+            if self.judge is not None:
+                await self.judge.prepare()
+                if self.check_judge and self._judged is not None:
+                    self.judge_check = await self.run_judge_check()
+                self._after_check = self.judge.counters()
+            self._prepared = True
+
+    async def run_judge_check(self, *, refresh: bool = False) -> JudgeCheck:
+        """The judge's agreement on the calibration set for this scorer's judged metrics (cached)."""
+        from eval.calibration import CALIBRATION_SET, run_judge_check
+
+        if self.judge is None or self._judged is None:
+            raise ValueError("no judged metric: nothing to check")
+        return await run_judge_check(
+            self._judged,
+            [m for m in self.metrics if m in JUDGED_METRICS],
+            url=self.judge_url or str(getattr(self.judge.client, "base_url", "")),
+            cache_dir=self.check_cache_dir,
+            calibration=self.calibration_set or CALIBRATION_SET,
+            refresh=refresh,
+        )
+
+    def judge_stats(self) -> dict[str, int]:
+        """The judge's call counters for the samples scored, without the judge check's calls."""
+        if self.judge is None:
+            return {}
+        now = self.judge.counters()
+        return {name: value - self._after_check.get(name, 0) for name, value in now.items()}
+
+    def judge_info(self, info: JudgeInfo) -> JudgeInfo:
+        """``info`` completed with the budget the prompts were fitted to (window, its source, the counter)."""
+        budget = self.judge.budget if self.judge is not None else None
+        if budget is None:
+            return info
+        return info.model_copy(
+            update={
+                "context_tokens": budget.window.tokens,
+                "context_source": budget.window.source,
+                "prompt_limit": budget.prompt_limit,
+                "token_counter": budget.counter.description,
+            }
+        )
+
     async def score(self, sample: EvalSample, trace: SampleTrace) -> dict[str, MetricScore]:
         """Every requested metric for one trace; a trace with an error fails its metrics with that error."""
         if trace.error:
-            return {m: MetricScore(name=m, status="failed", reason=trace.error) for m in self.metrics}
+            return {
+                m: MetricScore(name=m, status="failed", reason=trace.error, failure_kind="platform")
+                for m in self.metrics
+            }
+        if not self._prepared:
+            await self.prepare()
         scores: dict[str, MetricScore] = {}
         judged = [m for m in self.metrics if m in JUDGED_METRICS]
         for name in self.metrics:
@@ -189,11 +283,11 @@ def build_scorer(
     k: int = 5,
     strictness: int = 1,
     judge_asgi_app: Any | None = None,
+    embeddings: LocalEmbeddings | None = None,
 ) -> Scorer:
     """A :class:`Scorer` with its judge and embeddings built (embeddings only when a metric needs them)."""
     needs_embeddings = bool({"answer_relevancy", "semantic_similarity"} & set(metrics))
-    embeddings = None
-    if needs_embeddings:
+    if needs_embeddings and embeddings is None:
         from eval.embeddings import default_embedding_path
 
         embeddings = LocalEmbeddings(embedding_path or default_embedding_path())
@@ -205,4 +299,8 @@ def build_scorer(
         k=k,
         strictness=strictness,
         few_shot=list(judge.few_shot) if judge else [],
+        judge_url=judge.url if judge else None,
+        check_judge=bool(judge and judge.judge_check),
+        check_cache_dir=judge.check_cache_dir if judge else None,
+        calibration_set=judge.calibration_set if judge else None,
     )

@@ -51,6 +51,20 @@ class EvalSettings(BaseModel):
     judge_few_shot: list[str] = Field(default_factory=lambda: ["answer_relevancy", "context_recall"])
     """Judged metrics that keep ragas's few-shot examples in their prompts. With SmolLM2 as judge the examples
     help these two and hurt faithfulness and context precision (the judge copies the examples' statements)."""
+    judge_context_tokens: int | None = Field(default=None, ge=256)
+    """The judge's context window in tokens. Empty = what the judge endpoint's ``/v1/models`` reports as
+    ``max_model_len`` (vLLM and ragswap's gateway do), else 2048. When both are known the smaller is used. Every
+    judge prompt is fitted to it less ``judge_max_tokens``: few-shot examples are dropped first, then passages are
+    split across calls; a prompt that still does not fit fails with the reason, it is never sent."""
+    judge_chars_per_token: float = Field(default=2.5, ge=1.0, le=10.0)
+    """Characters per token assumed when the judge's tokenizer is not local (an external judge model); low =
+    conservative. With a judge from the model store, prompts are counted with its own tokenizer instead."""
+    judge_check: bool = True
+    """Check the judge on the labelled calibration set before a run's judged metrics (once per judge model,
+    endpoint and prompt version: cached under ``cache_dir/judge-checks`` even when ``cache`` is off). Metrics whose
+    judge is not above chance are flagged "judge unreliable" (still computed and shown)."""
+    judge_check_set: Path | None = None
+    """A calibration set of your own (JSONL in the built-in set's format); empty = the built-in one."""
     judge_timeout_s: float = Field(default=120.0, gt=0)
     judge_concurrency: int = Field(default=8, ge=1, le=256)
     """Judge requests in flight at once (vLLM batches them)."""

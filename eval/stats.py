@@ -66,3 +66,36 @@ def summarise_traces(
         }
         for config, items in by_config.items()
     }
+
+
+def proportion_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (well-behaved at 0 %, 100 % and small ``trials``)."""
+    from scipy.stats import binomtest
+
+    if trials <= 0:
+        raise ValueError("no trials")
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def wilcoxon_p(differences: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences; zero differences are dropped ("wilcox").
+
+    1.0 when every difference is zero (nothing to detect). scipy picks the exact distribution for small samples
+    without ties and the normal approximation (tie-corrected) otherwise.
+    """
+    from scipy.stats import wilcoxon
+
+    nonzero = [d for d in differences if abs(d) > 1e-12]
+    if not nonzero:
+        return 1.0
+    return float(wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def sign_test_p(better: int, worse: int) -> float:
+    """Two-sided sign test: is ``better`` vs ``worse`` (ties dropped) unlike a fair coin?"""
+    from scipy.stats import binomtest
+
+    if better + worse == 0:
+        return 1.0
+    return float(binomtest(better, better + worse, 0.5).pvalue)

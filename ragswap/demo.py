@@ -6,7 +6,9 @@
 4. ``ragswap train RECIPE --register URL``: train a LoRA on the company's facts and hot-load it, no restart;
 5. ask the adapter the same kind of question through the official ``openai`` client;
 6. ingest the company handbook into a collection and ask a RAG question with citations through the adapter;
-7. ``ragswap eval run``: score the adapter against the base model with RAGAS and write an HTML report.
+7. ``ragswap eval run``: check the judge on its calibration set, score the adapter against the base model with
+   RAGAS and IR metrics (paired over the same questions), print the verdict and write an HTML report;
+8. ``ragswap eval gate``: decide whether the adapter beats the base model (the demo shows the decision either way).
 
 Everything lives under ``$RAGSWAP_HOME/demo`` and is rebuilt on each run.
 """
@@ -36,6 +38,9 @@ ADAPTER = "quillfeather"
 COLLECTION = "handbook"
 FACT_QUESTION = "Who founded Quillfeather Robotics?"
 RAG_QUESTION = "How long does the Heron-7 run on one charge?"
+GATE = ("rouge_l>base", "semantic_similarity>=base-0.05", "ndcg>=base-0.05")
+"""What the adapter must show to replace the base model: detectably closer to the references (ROUGE-L, paired over
+the same questions), no worse in meaning or retrieval. The judged metrics are shown with their judge check."""
 
 
 def _free_port() -> int:
@@ -173,7 +178,8 @@ def run_demo(settings: Settings, console: Console) -> None:
                 f"  [{cite.get('source', '?')}] {cite.get('document_id')}: {str(cite.get('text', ''))[:90]}"
             )
 
-        console.rule("7. evaluate the adapter against the base model (RAGAS, local judge)")
+        console.rule("7. evaluate the adapter against the base model (judge check, RAGAS + IR, paired)")
+        run_dir = work / "eval-run"
         subprocess.run(
             _ragswap(
                 "eval",
@@ -189,12 +195,34 @@ def run_demo(settings: Settings, console: Console) -> None:
                 "--server",
                 url,
                 "--out",
-                str(work / "eval-run"),
+                str(run_dir),
             ),
             env=env,
             check=True,
         )
-        console.print(Panel(f"report: {work / 'eval-run' / 'report.html'}", title="done"))
+
+        console.rule("8. gate: is the adapter better than the base model?")
+        gate = subprocess.run(
+            _ragswap(
+                "eval",
+                "gate",
+                str(run_dir),
+                "--baseline",
+                base,
+                "--candidate",
+                ADAPTER,
+                *[arg for requirement in GATE for arg in ("--require", requirement)],
+            ),
+            env=env,
+        )
+        if gate.returncode not in (0, 1):  # 2: the gate could not run, a bug in the demo
+            raise RuntimeError(f"ragswap eval gate exited with {gate.returncode}")
+        decision = (
+            f"[green]promote {ADAPTER}[/green]: it passes every requirement"
+            if gate.returncode == 0
+            else f"[yellow]keep {base}[/yellow]: {ADAPTER} fails a requirement (see the table)"
+        )
+        console.print(Panel(f"{decision}\nreport: {run_dir / 'report.html'}", title="done"))
     finally:
         server.terminate()
         try:

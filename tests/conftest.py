@@ -6,6 +6,7 @@ Everything here is real: the SmolLM2-135M-Instruct and all-MiniLM-L6-v2 weights 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -75,8 +76,14 @@ def engine(
             engine_settings.model_copy(update={"port": port}), str(base_model_path), BASE_MODEL
         )
         return
-    log_path = tmp_path_factory.mktemp("engine") / "engine.log"
-    proc = EngineProcess(engine_settings, str(base_model_path), BASE_MODEL, log_path=log_path)
+    with running_engine(engine_settings, base_model_path, tmp_path_factory.mktemp("engine")) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def running_engine(settings: EngineSettings, model_path: Path, log_dir: Path) -> Iterator[EngineProcess]:
+    """A real vLLM engine for ``settings``, ready, stopped on exit (its log in ``log_dir/engine.log``)."""
+    proc = EngineProcess(settings, str(model_path), BASE_MODEL, log_path=log_dir / "engine.log")
     proc.start()
     try:
         proc.wait_ready()

@@ -110,7 +110,7 @@ class EngineSettings(BaseModel):
     port: int = Field(default=8100, ge=1024, le=65535)
     """Port of the first embedded replica; replica ``i`` uses ``port + i``."""
     dtype: str = "bfloat16"
-    max_model_len: int = Field(default=2048, ge=128)
+    max_model_len: int = Field(default=8192, ge=128)
     enable_lora: bool = True
     """Multi-LoRA serving; off only for a base-model-only deployment (or to measure what LoRA costs)."""
     max_lora_rank: int = Field(default=64, ge=1)

@@ -14,8 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, status
 from fastapi.responses import HTMLResponse
 
+from eval import GateError, GateOptions, GateResult, evaluate_gate
 from serving.deps import ApiKeyDep, RegistryDep
-from serving.errors import ForbiddenError
+from serving.errors import BadRequestError, ForbiddenError
 from serving.evaluations.protocol import EvaluationCreate, EvaluationList, EvaluationPublic, EvaluationResults
 from serving.evaluations.service import EvaluationService
 from serving.references import check_collection, check_model, check_models
@@ -74,6 +75,18 @@ async def get_results(
 async def get_report(job_id: JobId, _: ApiKeyDep, service: EvaluationsDep) -> HTMLResponse:
     """The HTML report of a finished job (the same one ``ragswap eval run`` writes), rendered from the database."""
     return HTMLResponse(await service.report(job_id))
+
+
+@router.post("/v1/evaluations/{job_id}/gate", response_model=GateResult)
+async def gate_evaluation(
+    job_id: JobId, body: GateOptions, _: ApiKeyDep, service: EvaluationsDep
+) -> GateResult:
+    """The CI gate on the job's summary (200 with ``passed`` true or false; 409 until the job succeeded)."""
+    summary = (await service.results(job_id, False)).summary
+    try:
+        return evaluate_gate(summary, body)
+    except GateError as exc:
+        raise BadRequestError(str(exc), param="require", code="invalid_gate") from exc
 
 
 @router.post("/v1/evaluations/{job_id}/cancel", response_model=EvaluationPublic)

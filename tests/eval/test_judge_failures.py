@@ -1,8 +1,7 @@
-"""A misbehaving judge: failures are counted with reasons, never crashes, zeros or NaN.
+"""A misbehaving judge: failures are counted with reasons, never crashes, zeros or NaN; 4xx are sent once.
 
-``BrokenJsonJudge`` is a test double for a misbehaving judge: a real tiny HTTP server, started here, that answers
-OpenAI-shaped chat completions whose content is broken JSON (what small local judges write without structured
-output). Everything else is real: the openai client, ragas's metric classes, the runner, summary and report.
+The judges here are the stand-in judge of ``conftest.py`` (a real HTTP server answering like a broken judge).
+Everything else is real: the openai client, ragas's prompt and output classes, the runner, summary and report.
 """
 
 from __future__ import annotations
@@ -10,73 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eval.records import EvalSample, JudgeInfo, RunConfig
+from eval.records import EvalSample, JudgeInfo, RetrievedChunk, RunConfig, SampleTrace
 from eval.runner import RunSpec, execute_run, read_summary, read_traces
 from eval.scoring import JudgeConfig, build_scorer
-
-BROKEN = '{"statements": ["Paris is the capital", "verdict": 1,'
-
-
-class BrokenJsonJudge:
-    """Test double for a misbehaving judge endpoint (see module docstring); records the request bodies."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                judge.bodies.append(json.loads(self.rfile.read(length)))
-                payload = {
-                    "id": "chatcmpl-broken",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "broken-judge",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": BROKEN},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> BrokenJsonJudge:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.eval.standin_judge import BROKEN, StandInJudge
 
 
 @pytest.fixture
-def broken_judge() -> Iterator[BrokenJsonJudge]:
-    with BrokenJsonJudge() as judge:
-        yield judge
+def broken_judge(stand_in_judge: Callable[..., StandInJudge]) -> Iterator[StandInJudge]:
+    yield stand_in_judge("broken-json")
 
 
 SAMPLES = [
@@ -94,7 +41,7 @@ SAMPLES = [
 JUDGED = ["faithfulness", "context_precision", "context_recall"]
 
 
-def test_broken_json_is_counted_as_failed_with_reason(broken_judge: BrokenJsonJudge, tmp_path: Path) -> None:
+def test_broken_json_is_counted_as_failed_with_reason(broken_judge: StandInJudge, tmp_path: Path) -> None:
     judge = JudgeConfig(
         url=broken_judge.url, model="broken-judge", max_retries=1, cache_dir=tmp_path / "cache"
     )
@@ -128,6 +75,7 @@ def test_broken_json_is_counted_as_failed_with_reason(broken_judge: BrokenJsonJu
         assert "Invalid JSON" in (score.reason or "")
         (call,) = score.judge_calls
         assert call.raw == BROKEN and call.attempts == 2 and not call.ok
+        assert score.failure_kind == "parse" and call.error_kind == "parse"
     # Context precision asks once per context; every call was tried twice (one retry).
     assert summary.judge_failures == summary.judge_calls > 0
     assert len(broken_judge.bodies) == 2 * summary.judge_calls
@@ -144,12 +92,16 @@ def test_broken_json_is_counted_as_failed_with_reason(broken_judge: BrokenJsonJu
     # First attempts are greedy, retries sample a little.
     temperatures = sorted(body["temperature"] for body in broken_judge.bodies)
     assert temperatures.count(0.0) == summary.judge_calls and temperatures[-1] > 0
+    # ... and penalise repetition (a small judge under guided decoding can loop on whitespace to max_tokens).
+    assert all(("frequency_penalty" in body) == (body["temperature"] > 0) for body in broken_judge.bodies)
 
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["results"]["given"]["faithfulness"]["n_failed"] == 3
     assert not any(isinstance(v, float) and math.isnan(v) for v in _floats(on_disk))
     html = (tmp_path / "run" / "report.html").read_text()
     assert "judge output is not a valid" in html and "failed=3" in html
+    # No /v1/models on this judge: the window is the conservative default, and the summary says so.
+    assert on_disk["judge"]["context_tokens"] == 2048 and on_disk["judge"]["context_source"] == "default"
     assert read_summary(tmp_path / "run").judge_failures == summary.judge_failures
     # Nothing parsed, so nothing was cached: a rerun asks again rather than replaying a failure.
     assert not list((tmp_path / "cache").glob("**/*.val"))
@@ -160,18 +112,75 @@ def test_unreachable_judge_fails_with_reason(tmp_path: Path) -> None:
 
     judge = JudgeConfig(url=f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=0, cache_dir=None)
     scorer = build_scorer(["context_recall"], judge, None)
-    from eval.records import RetrievedChunk, SampleTrace
+    (score,) = asyncio.run(scorer.score(SAMPLES[0], _trace())).values()
+    assert score.status == "failed" and score.value is None and score.failure_kind == "request"
+    assert (score.reason or "").startswith("judge request failed: APIConnectionError")
 
-    trace = SampleTrace(
+
+def _trace(contexts: list[str] | None = None) -> SampleTrace:
+    texts = contexts or ["Paris is the capital of France."]
+    return SampleTrace(
         sample_id="0",
         config="c",
-        question="q",
-        answer="a",
-        retrieved=[RetrievedChunk(id="d1", text="Paris is the capital of France.")],
+        question="What is the capital of France?",
+        answer="The capital of France is Paris.",
+        retrieved=[RetrievedChunk(id=f"d{i}", text=t) for i, t in enumerate(texts)],
     )
-    (score,) = asyncio.run(scorer.score(SAMPLES[0], trace)).values()
-    assert score.status == "failed" and score.value is None
-    assert (score.reason or "").startswith("judge request failed: APIConnectionError")
+
+
+OVERFLOW = (
+    "This model's maximum context length is 2048 tokens. However, your prompt contains at least 2049 input "
+    "tokens, which exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+)
+
+
+def test_deterministic_4xx_is_sent_once(stand_in_judge: Callable[..., StandInJudge]) -> None:
+    judge = stand_in_judge("status", status=400, message=OVERFLOW)
+    config = JudgeConfig(url=judge.url, model="stand-in-judge", max_retries=2, cache_dir=None)
+    scorer = build_scorer(["context_recall", "context_precision"], config, None)
+    scores = asyncio.run(scorer.score(SAMPLES[0], _trace()))
+    for score in scores.values():
+        assert score.status == "failed" and score.failure_kind == "context"
+        assert (score.reason or "").startswith("judge prompt longer than the judge's window: HTTP 400")
+        assert all(call.attempts == 1 for call in score.judge_calls)
+    # One request per judge call, although two retries were allowed: the same request gets the same 400.
+    assert scorer.judge is not None and len(judge.bodies) == scorer.judge.calls == 2
+    assert scorer.judge.rejected == 2 and scorer.judge.context_failures == 2
+
+    other = stand_in_judge("status", status=422, message="response_format is not supported")
+    config = JudgeConfig(url=other.url, model="stand-in-judge", max_retries=2, cache_dir=None)
+    (score,) = asyncio.run(
+        build_scorer(["context_recall"], config, None).score(SAMPLES[0], _trace())
+    ).values()
+    assert score.failure_kind == "rejected" and "HTTP 422: response_format is not supported" in (
+        score.reason or ""
+    )
+    assert len(other.bodies) == 1
+
+
+def test_transient_errors_are_retried(stand_in_judge: Callable[..., StandInJudge]) -> None:
+    for status in (429, 503):
+        judge = stand_in_judge("status", status=status, message="busy")
+        config = JudgeConfig(url=judge.url, model="stand-in-judge", max_retries=2, cache_dir=None)
+        (score,) = asyncio.run(
+            build_scorer(["context_recall"], config, None).score(SAMPLES[0], _trace())
+        ).values()
+        assert score.status == "failed" and score.failure_kind == "request"
+        assert score.judge_calls[0].attempts == 3 and len(judge.bodies) == 3
+
+
+def test_prompt_that_cannot_fit_is_never_sent(stand_in_judge: Callable[..., StandInJudge]) -> None:
+    # The endpoint reports a 512-token window; max_tokens=256 leaves ~250 prompt tokens, less than ragas's
+    # context-recall instruction and schema alone: the metric fails with the reason before any request.
+    judge = stand_in_judge("always-yes", max_model_len=512)
+    config = JudgeConfig(url=judge.url, model="stand-in-judge", max_tokens=256, cache_dir=None)
+    scorer = build_scorer(["context_recall"], config, None)
+    (score,) = asyncio.run(scorer.score(SAMPLES[0], _trace())).values()
+    assert score.status == "failed" and score.failure_kind == "context", score.reason
+    assert "judge prompt too long" in (score.reason or "") and "window of 512 tokens (/v1/models)" in (
+        score.reason or ""
+    )
+    assert judge.bodies == []
 
 
 def _floats(node: Any) -> Iterator[float]:

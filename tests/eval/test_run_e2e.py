@@ -62,6 +62,13 @@ def test_run_compare_report(
     args += ["--api-key", gateway.api_key, "--out", str(run_dir)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
+    # The judge was checked first (the real SmolLM2 through the gateway), then the paired verdict of the two modes.
+    assert "judge check: smollm2-135m-instruct" in result.output
+    assert (
+        "verdict smollm2-135m-instruct/sparse vs smollm2-135m-instruct/dense (2 paired samples)"
+        in result.output
+    )
+    assert "samples/min" in result.output and "judge window 8192 tokens (/v1/models)" in result.output
 
     summary = json.loads((run_dir / "summary.json").read_text())
     configs = ["smollm2-135m-instruct/dense", "smollm2-135m-instruct/sparse"]
@@ -95,7 +102,28 @@ def test_run_compare_report(
             if stats["n_ok"]:
                 assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
 
+    check = summary["judge_check"]
+    assert check["model"] == "smollm2-135m-instruct" and sorted(check["metrics"]) == sorted(
+        ["faithfulness", "answer_relevancy", "context_precision", "context_recall"]
+    )
+    for name, agreement in check["metrics"].items():
+        # The figures, whatever they are: agreement with its 95 % interval on every item of the metric.
+        assert (
+            agreement["n"] >= 16
+            and 0 <= agreement["ci_low"] <= agreement["agreement"] <= agreement["ci_high"]
+        )
+        assert agreement["reliable"] == (agreement["ci_low"] > 0.5)
+        for config in configs:
+            assert summary["results"][config][name]["judge"] == agreement
+    (comparison,) = summary["comparisons"]
+    assert (comparison["baseline"], comparison["candidate"]) == tuple(configs)
+    assert {d["metric"] for d in comparison["deltas"]} == set(summary["metrics"])
+    assert summary["context_overflow_failures"] == 0 and summary["samples_per_minute"] > 0
+
     html = (run_dir / "report.html").read_text()
+    assert "Judge check" in html and "Paired comparison" in html
+    for agreement in check["metrics"].values():
+        assert f"{agreement['agreement']:.2f}" in html
     assert html.count("data:image/png;base64,") == 2
     assert all(c in html for c in configs) and "Worst samples" in html
 
