@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from retrieval.bm25 import Bm25Index
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from bench._common import machine, percentile, write_results
 from ragswap.model_store import ModelSettings, resolve_model
-from retrieval.bm25 import Bm25Index
 from retrieval.loaders import jsonl_row_to_document
 from retrieval.search import SearchQuery
 from retrieval.service import RetrievalService

@@ -6,12 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
+from training.retrievers.beir import load_beir, split_queries
 
 from ragswap.model_store import ModelSettings
 from retrieval.models import load_reranker
 from tests.training.conftest import SCIFACT
 from training import RetrieverManifest, train_embedder, train_reranker
-from training.retrievers.beir import load_beir, split_queries
 from training.retrievers.reranker import BLEND_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not (SCIFACT / "corpus.jsonl").is_file(), reason=f"SciFact not at {SCIFACT}")

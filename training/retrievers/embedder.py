@@ -12,10 +12,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.retrievers.beir import BeirData, load_beir
-from training.retrievers.common import RetrieverManifest, RetrieverTrainResult, limit_corpus
+from retrieval import BeirData
+from training.retrievers.common import (
+    RetrieverManifest,
+    RetrieverTrainResult,
+    choose_queries,
+    limit_corpus,
+    load_judged,
+    stage_bar,
+)
 from training.retrievers.mining import build_bm25, hard_negatives
-from training.retrievers.reranker import _choose
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +92,22 @@ def train_embedder(
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_beir(Path(data_dir), split)
-    train_ids, eval_ids = _choose(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    index = build_bm25(data.corpus)
-    data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-    index = build_bm25(data.corpus) if max_corpus_docs else index
-    train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-    negs = hard_negatives(index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip)
+    data = load_judged(Path(data_dir), split)
+    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
+    with stage_bar("indexing the corpus (BM25) and mining hard negatives", 1, progress) as bar:
+        index = build_bm25(data.corpus)
+        try:
+            if max_corpus_docs:
+                data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
+                index.close()
+                index = build_bm25(data.corpus)
+            train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
+            negs = hard_negatives(
+                index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
+            )
+        finally:
+            index.close()
+        bar.update(1)
     train_ds = Dataset.from_dict(_triplets(data, negs, train_ids)).shuffle(seed=seed)
     model = SentenceTransformer(resolve_model(base_model, ModelSettings()))
     model.max_seq_length = max_length
