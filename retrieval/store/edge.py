@@ -58,6 +58,10 @@ SPEC_FILE = "collection.json"
 COMMIT_FILE = "commit.json"
 SHARD_DIR = "shard"
 SHARE_HINT = "use the Qdrant server backend (retrieval.url) to share collections between processes"
+VACUUM_FRACTION = 0.05
+"""Edge's optimizer rewrites a segment once this share of its points is deleted (replaced or removed sections);
+until then their terms still count in BM25's IDF, as on a Qdrant server. A write that removes this share of a
+collection runs the optimizer, so IDF reflects the live documents again."""
 
 
 def engine_version() -> str:
@@ -98,6 +102,8 @@ class _Collection:
         self.committed = 0
         """``seq`` of the last completed write: points of later ones are hidden while ``writing``."""
         self.writing = False
+        self.removed = 0
+        """Points removed since the optimizer last ran."""
 
     def read_commit(self) -> dict[str, Any]:
         path = self.folder / COMMIT_FILE
@@ -234,6 +240,9 @@ class EdgeStore:
                         )
                     },
                     sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+                    optimizers=edge.EdgeOptimizersConfig(
+                        deleted_threshold=VACUUM_FRACTION, vacuum_min_vector_number=100
+                    ),
                 )
                 shard = edge.EdgeShard.create(str(staging / SHARD_DIR), config)
                 try:
@@ -397,6 +406,7 @@ class EdgeStore:
             if remove:
                 col.write_commit(col.committed, removing=remove)
                 col.shard.update(edge.UpdateOperation.delete_points(list(remove)))
+                col.removed += len(remove)
             if add or remove:
                 col.write_commit(col.committed)
             self._maybe_index(col)
@@ -420,16 +430,21 @@ class EdgeStore:
             col.shard.flush()
 
     def _maybe_index(self, col: _Collection) -> None:
-        """Run Edge's optimizer (HNSW, merges) once enough points are unindexed. It holds the GIL while it runs
-        (measured: docs/retrieval.md), so it runs here, at the end of a write, never on the search path."""
-        threshold = self.settings.embedded.index_threshold
-        if threshold <= 0:
-            return
+        """Run Edge's optimizer once enough points are unindexed (HNSW, merges) or removed (vacuum, so that IDF
+        counts live sections only). It holds the GIL while it runs (measured: docs/retrieval.md), so it runs
+        here, at the end of a write, never on the search path."""
         info = col.shard.info()
-        if int(info.points_count) - int(info.indexed_vectors_count) < threshold:
+        points = int(info.points_count)
+        threshold = self.settings.embedded.index_threshold
+        unindexed = threshold > 0 and points - int(info.indexed_vectors_count) >= threshold
+        vacuum = col.removed > 0 and col.removed >= VACUUM_FRACTION * max(points, 1)
+        if not (unindexed or vacuum):
             return
-        logger.info("indexing", extra={"collection": col.spec.name, "points": int(info.points_count)})
+        logger.info(
+            "optimizing", extra={"collection": col.spec.name, "points": points, "removed": col.removed}
+        )
         col.shard.optimize()
+        col.removed = 0
 
     def optimize(self, name: str) -> None:
         """Run Edge's optimizer now (HNSW of every large segment, merges), whatever the threshold."""
