@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +316,39 @@ class RetrievalService:
     def search(self, q: SearchQuery) -> list[Hit]:
         """Dense, BM25 or fused candidates, optionally reranked; each hit carries every stage's score and the
         best chunk of its section (the text and offsets a citation shows)."""
+        plan = self._plan(q)
+        if plan is None:
+            return []
+        spec, r, vector, sparse, do_rerank, store_query = plan
+        result = self.store.query(r.collection, store_query)
+        chunk_bm25 = Bm25Encoder(spec.bm25)
+        hits = [self._hit(h, r, vector, sparse, chunk_bm25, result.bm25) for h in result.hits]
+        if r.group_by == "document":
+            hits = _one_per_document(hits)
+        if do_rerank:
+            reranker = self.reranker
+            assert reranker is not None
+            hits = self._rerank(reranker, r, hits)
+        return hits[: r.top_k]
+
+    def rank_documents(self, q: SearchQuery) -> list[str]:
+        """The document ids :meth:`search` would return, in order, fetched without payload text or vectors
+        (evaluation and tuning rank thousands of queries; with reranking it is :meth:`search` itself)."""
+        plan = self._plan(q)
+        if plan is None:
+            return []
+        _, r, _, _, do_rerank, store_query = plan
+        if do_rerank:
+            return [h.chunk.document_id for h in self.search(q)]
+        result = self.store.query(r.collection, replace(store_query, ids_only=True))
+        return list(dict.fromkeys(str(h.payload["document_id"]) for h in result.hits))[: r.top_k]
+
+    def _plan(
+        self, q: SearchQuery
+    ) -> (
+        tuple[CollectionSpec, ResolvedQuery, np.ndarray | None, SparseVector | None, bool, StoreQuery] | None
+    ):
+        """Everything a search needs before the engine runs it; ``None`` when nothing can match."""
         if not q.query.strip():
             raise InvalidSearchError("query must not be empty", param="query")
         spec = self.store.spec(q.collection)
@@ -331,31 +364,22 @@ class RetrievalService:
             vector = r.vector if r.vector is not None else self.embed_query(spec, r.query)
         sparse = Bm25Encoder(spec.bm25).query(r.query) if r.mode != "dense" else None
         if r.mode == "bm25" and not sparse:
-            return []  # no query term BM25 knows (stopwords only)
+            return None  # no query term BM25 knows (stopwords only)
         wanted = max(r.top_k, r.rerank_depth if do_rerank else 0)
         # Sections of one document may repeat; fetch enough to keep ``wanted`` documents.
         limit = wanted if r.group_by == "section" else wanted + max(10, wanted // 2)
         weights = (2 * (1 - r.weight), 2 * r.weight) if r.fusion == "weighted" else None
-        result = self.store.query(
-            r.collection,
-            StoreQuery(
-                dense=tuple(float(x) for x in vector) if vector is not None else None,
-                sparse=sparse,
-                candidates=max(r.candidates, limit),
-                limit=limit,
-                fusion="dbsf" if r.fusion == "dbsf" else "rrf",
-                rrf_k=r.rrf_k,
-                weights=weights,
-                filter=r.filter,
-            ),
+        store_query = StoreQuery(
+            dense=tuple(float(x) for x in vector) if vector is not None else None,
+            sparse=sparse,
+            candidates=max(r.candidates, limit),
+            limit=limit,
+            fusion="dbsf" if r.fusion == "dbsf" else "rrf",
+            rrf_k=r.rrf_k,
+            weights=weights,
+            filter=r.filter,
         )
-        chunk_bm25 = Bm25Encoder(spec.bm25)
-        hits = [self._hit(h, r, vector, sparse, chunk_bm25, result.bm25) for h in result.hits]
-        if r.group_by == "document":
-            hits = _one_per_document(hits)
-        if do_rerank and reranker is not None:
-            hits = self._rerank(reranker, r, hits)
-        return hits[: r.top_k]
+        return spec, r, vector, sparse, do_rerank, store_query
 
     def _hit(
         self,

@@ -77,6 +77,10 @@ class TuneOptions(BaseModel):
     """Report what would be chosen; store nothing."""
     resamples: int = Field(default=1000, ge=100)
     """Bootstrap resamples of the confidence intervals."""
+    candidates: list[int] = Field(default_factory=lambda: list(CANDIDATES), min_length=1)
+    """First-stage depths tried with each fusion."""
+    rerank_depths: list[int] = Field(default_factory=lambda: list(RERANK_DEPTHS), min_length=1)
+    """Rerank depths tried (the cross-encoder scores each tuning query's deepest candidates once)."""
 
 
 class MetricCI(BaseModel):
@@ -166,7 +170,7 @@ class _Scorer:
             vector=self.judged.vectors.get(qid),
             **options,
         )
-        return [h.chunk.document_id for h in self.service.search(query)]
+        return self.service.rank_documents(query)
 
     def per_query(self, qids: list[str], **options: Any) -> list[float]:
         """nDCG@10 of each query."""
@@ -274,11 +278,13 @@ def tune_collection(
             service.update_search_settings(name, working)
         elif chosen_bm25 != spec.bm25:
             notes.append("dry run: fusion tuned with the stored BM25 parameters")
-        fusion, fusion_grid = _tune_fusion(scorer, tune_ids, report_progress)
+        fusion, fusion_grid = _tune_fusion(scorer, tune_ids, options.candidates, report_progress)
         grid.update(fusion_grid)
         overrides = SearchOverrides(**fusion)
         if service.reranker is not None and options.rerank:
-            rerank, rerank_grid = _tune_rerank(scorer, tune_ids, fusion, report_progress)
+            rerank, rerank_grid = _tune_rerank(
+                scorer, tune_ids, fusion, options.rerank_depths, report_progress
+            )
             grid.update(rerank_grid)
             overrides = overrides.model_copy(update=rerank)
         chosen = {"bm25": chosen_bm25.model_dump(), "search": overrides.model_dump(exclude_none=True)}
@@ -327,12 +333,12 @@ def _explicit(overrides: SearchOverrides) -> dict[str, Any]:
 
 
 def _tune_fusion(
-    scorer: _Scorer, qids: list[str], progress: Progress
+    scorer: _Scorer, qids: list[str], candidates: list[int], progress: Progress
 ) -> tuple[dict[str, Any], dict[str, float]]:
     grid: dict[str, float] = {}
     best: dict[str, Any] = {}
     best_score = -1.0
-    configs = [(f, k, w, n) for n in CANDIDATES for f, k, w in FUSION_GRID]
+    configs = [(f, k, w, n) for n in candidates for f, k, w in FUSION_GRID]
     for i, (fusion, k, w, n) in enumerate(configs):
         options = {
             "mode": "hybrid",
@@ -357,12 +363,12 @@ def _tune_fusion(
 
 
 def _tune_rerank(
-    scorer: _Scorer, qids: list[str], fusion: dict[str, Any], progress: Progress
+    scorer: _Scorer, qids: list[str], fusion: dict[str, Any], depths: list[int], progress: Progress
 ) -> tuple[dict[str, Any], dict[str, float]]:
     grid: dict[str, float] = {}
     best: dict[str, Any] = {}
     best_score = -1.0
-    configs = [(d, w) for d in sorted(RERANK_DEPTHS, reverse=True) for w in RERANK_WEIGHTS]
+    configs = [(d, w) for d in sorted(depths, reverse=True) for w in RERANK_WEIGHTS]
     for i, (depth, weight) in enumerate(configs):
         options = {"mode": "hybrid", **fusion, "rerank": True, "rerank_depth": depth, "rerank_weight": weight}
         score = round(float(np.mean(scorer.per_query(qids, **options))), 4)

@@ -106,6 +106,9 @@ class StoreQuery:
     weights: tuple[float, float] | None = None
     """RRF weights of the (dense, BM25) lists; ``None`` = equal."""
     filter: MetadataFilter | None = None
+    ids_only: bool = False
+    """Return only each point's ``document_id`` (no text, no vectors, no per-stage scores): ranking documents
+    for evaluation and tuning, where the payload would cost more than the search."""
 
     @property
     def hybrid(self) -> bool:

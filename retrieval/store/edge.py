@@ -332,6 +332,8 @@ class EdgeStore:
             else None
         )
         bm25_only = edge.QueryRequest(limit=query.candidates, query=sparse, filter=flt, with_payload=False)
+        payload = edge.PayloadSelector.Include(["document_id"]) if query.ids_only else True
+        vectors = None if query.ids_only else [DENSE]
         if query.hybrid:
             fusion = (
                 edge.Fusion.Dbsf()
@@ -346,19 +348,21 @@ class EdgeStore:
                 ],
                 query=fusion,
                 filter=flt,
-                with_payload=True,
-                with_vector=[DENSE],
+                with_payload=payload,
+                with_vector=vectors,
             )
+            if query.ids_only:
+                return QueryResult(_hits(col.shard.query(main)))
             fused, bm25 = col.shard.query_batch(edge.QueryBatchRequest([main, bm25_only]))
             return QueryResult(_hits(fused), {str(p.id): float(p.score) for p in bm25})
         if dense is not None:
             request = edge.QueryRequest(
-                limit=query.limit, query=dense, filter=flt, with_payload=True, with_vector=[DENSE]
+                limit=query.limit, query=dense, filter=flt, with_payload=payload, with_vector=vectors
             )
             return QueryResult(_hits(col.shard.query(request)))
         if sparse is None:
             return QueryResult([])
-        request = edge.QueryRequest(limit=query.limit, query=sparse, filter=flt, with_payload=True)
+        request = edge.QueryRequest(limit=query.limit, query=sparse, filter=flt, with_payload=payload)
         hits = _hits(col.shard.query(request))
         return QueryResult(hits, {h.id: h.score for h in hits})
 

@@ -239,6 +239,8 @@ class ServerStore:
         bm25_only = m.QueryRequest(
             query=sparse, using=SPARSE, limit=query.candidates, filter=flt, with_payload=False
         )
+        payload: list[str] | bool = ["document_id"] if query.ids_only else True
+        vectors: list[str] | bool = False if query.ids_only else [DENSE]
         if query.hybrid:
             fusion = (
                 m.FusionQuery(fusion=m.Fusion.DBSF)
@@ -255,10 +257,10 @@ class ServerStore:
                 query=fusion,
                 limit=query.limit,
                 filter=flt,
-                with_payload=True,
-                with_vector=[DENSE],
+                with_payload=payload,
+                with_vector=vectors,
             )
-            return [main, bm25_only]
+            return [main] if query.ids_only else [main, bm25_only]
         if dense is not None:
             return [
                 m.QueryRequest(
@@ -266,11 +268,13 @@ class ServerStore:
                     using=DENSE,
                     limit=query.limit,
                     filter=flt,
-                    with_payload=True,
-                    with_vector=[DENSE],
+                    with_payload=payload,
+                    with_vector=vectors,
                 )
             ]
-        return [m.QueryRequest(query=sparse, using=SPARSE, limit=query.limit, filter=flt, with_payload=True)]
+        return [
+            m.QueryRequest(query=sparse, using=SPARSE, limit=query.limit, filter=flt, with_payload=payload)
+        ]
 
     def query(self, name: str, query: StoreQuery) -> QueryResult:
         self.spec(name)
@@ -278,7 +282,7 @@ class ServerStore:
             return QueryResult([])
         responses = self._call(self.client.query_batch_points, qdrant_name(name), self._requests(query))
         hits = [_hit(p) for p in responses[0].points]
-        if query.hybrid:
+        if query.hybrid and not query.ids_only:
             return QueryResult(hits, {str(p.id): float(p.score) for p in responses[1].points})
         return QueryResult(hits, {h.id: h.score for h in hits} if query.dense is None else {})
 

@@ -158,6 +158,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     except StoreBusyError as exc:
         logger.error("gateway cannot start: %s", exc.message)
+        app.state.startup_error = exc.message
         raise
     gateway = RetrievalGateway(service)
     app.state.retrieval = gateway

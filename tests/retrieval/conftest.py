@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ragswap.model_store import ModelSettings
@@ -45,8 +46,48 @@ def tagged(corpus: BeirData) -> list[Document]:
 
 
 @pytest.fixture(scope="session")
-def corpus_collection(service: RetrievalService, corpus: BeirData) -> str:
-    """The fixture corpus ingested into collection ``corpus`` (untuned defaults)."""
-    service.create_collection("corpus", payload_indexes={"island": "keyword", "num": "integer"})
-    service.ingest("corpus", tagged(corpus))
-    return "corpus"
+def chunk_vectors(service: RetrievalService, corpus: BeirData) -> dict[str, np.ndarray]:
+    """Every chunk's embedding (default chunking and embedder), computed once: collections of the corpus are
+    then written in well under a second (``service.ingest(..., vectors=chunk_vectors)``)."""
+    spec = service.create_collection("vectors-probe")
+    chunks = service.chunk_documents(spec, tagged(corpus))
+    service.delete_collection("vectors-probe")
+    return dict(zip((c.id for c in chunks), service.encode_chunks(spec, chunks), strict=True))
+
+
+def copy_of_corpus(
+    service: RetrievalService, corpus: BeirData, vectors: dict[str, np.ndarray], name: str
+) -> str:
+    """A fresh collection ``name`` holding the corpus (untuned defaults)."""
+    service.create_collection(name, payload_indexes={"island": "keyword", "num": "integer"})
+    service.ingest(name, tagged(corpus), vectors=vectors)
+    return name
+
+
+@pytest.fixture(scope="session")
+def corpus_collection(
+    service: RetrievalService, corpus: BeirData, chunk_vectors: dict[str, np.ndarray]
+) -> str:
+    """The fixture corpus ingested into collection ``corpus`` (untuned defaults; tests must not tune it)."""
+    return copy_of_corpus(service, corpus, chunk_vectors, "corpus")
+
+
+def same_within_ties(a: list[tuple[str, float]], b: list[tuple[str, float]], tol: float) -> bool:
+    """The same points with the same scores (within ``tol``), order aside among equal scores; a point only one
+    side returns must score within ``tol`` of the other side's last one (it tied at the cut-off).
+
+    ``tol`` absorbs ties *inside* the engines' candidate lists: two sections with equal BM25 scores may come
+    in either order, which moves their RRF contributions by one rank step (~1e-4).
+    """
+    sa, sb = dict(a), dict(b)
+    if len(a) != len(b):
+        return False
+    for ours, theirs in ((a, sb), (b, sa)):
+        cut = min(theirs.values(), default=0.0)
+        for point, score in ours:
+            if point in theirs:
+                if abs(theirs[point] - score) > tol * max(1.0, abs(score)):
+                    return False
+            elif score > cut + tol * max(1.0, abs(score)):
+                return False
+    return True

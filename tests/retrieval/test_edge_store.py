@@ -109,6 +109,40 @@ def test_cli_commands_refuse_a_store_held_by_another_process(tmp_path: Path) -> 
         holder.close()
 
 
+def test_gateway_does_not_start_on_a_store_held_by_another_process(tmp_path: Path) -> None:
+    """``ragswap serve`` exits non-zero, naming the directory and the way out, instead of serving without
+    retrieval (no engine is needed: startup stops before anything is served)."""
+    from tests.conftest import free_port
+
+    state = tmp_path / "state"
+    holder = RetrievalService(RetrievalSettings(), ModelSettings(), state)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "RAGSWAP_SERVER__STATE_DIR": str(state)}
+        serve = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from ragswap.cli import main; main()",
+                "serve",
+                "--engine-url",
+                "http://127.0.0.1:9",
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        holder.close()
+    assert serve.returncode != 0
+    out = " ".join(serve.stdout.split())
+    assert str(state / "collections") in out
+    assert "use the Qdrant server backend (retrieval.url) to share collections between processes" in out
+
+
 def test_killed_writer_loses_nothing_acknowledged_and_leaves_whole_documents(tmp_path: Path) -> None:
     """The child acknowledges one ingest, then is killed (SIGKILL) between two engine updates of the next one."""
     root = tmp_path / "store"

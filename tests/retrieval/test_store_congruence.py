@@ -17,7 +17,7 @@ import pytest
 
 from ragswap.model_store import ModelSettings
 from retrieval import BeirData, Document, RetrievalService, RetrievalSettings, SearchQuery, parse_filter
-from tests.retrieval.conftest import tagged
+from tests.retrieval.conftest import same_within_ties, tagged
 
 QUERIES = 25
 FILTERS: list[dict[str, Any] | None] = [
@@ -73,27 +73,6 @@ def _ranking(svc: RetrievalService, text: str, vector: np.ndarray, **options: An
     return [(h.section_id, h.score) for h in hits]
 
 
-def _same_within_ties(a: list[tuple[str, float]], b: list[tuple[str, float]], tol: float) -> bool:
-    """The same points with the same scores (within ``tol``), order aside among equal scores; a point only one
-    side returns must score within ``tol`` of the other side's last one (it tied at the cut-off).
-
-    ``tol`` absorbs ties *inside* the engines' candidate lists: two sections with equal BM25 scores may come
-    in either order, which moves their RRF contributions by one rank step (~1e-4).
-    """
-    sa, sb = dict(a), dict(b)
-    if len(a) != len(b):
-        return False
-    for ours, theirs in ((a, sb), (b, sa)):
-        cut = min(theirs.values(), default=0.0)
-        for point, score in ours:
-            if point in theirs:
-                if abs(theirs[point] - score) > tol * max(1.0, abs(score)):
-                    return False
-            elif score > cut + tol * max(1.0, abs(score)):
-                return False
-    return True
-
-
 def test_both_backends_hold_the_same_collection(backends: dict[str, RetrievalService]) -> None:
     infos = {name: svc.describe("kb") for name, svc in backends.items()}
     counts = {name: (i.documents, i.chunks) for name, i in infos.items()}
@@ -116,7 +95,7 @@ def test_same_top_10_on_both_backends(
         for options in EXACT:
             a = _ranking(edge, corpus.queries[qid], vector, filter=parse_filter(flt), **options)
             b = _ranking(server, corpus.queries[qid], vector, filter=parse_filter(flt), **options)
-            assert _same_within_ties(a, b, 1e-4), (qid, options, a, b)
+            assert same_within_ties(a, b, 1e-4), (qid, options, a, b)
             compared += bool(a)
         for options in RANK_FUSIONS:
             a = _ranking(edge, corpus.queries[qid], vector, filter=parse_filter(flt), **options)
