@@ -52,10 +52,9 @@ def backends(
     server = RetrievalService(RetrievalSettings(url=":memory:"), ModelSettings(), root)
     services = {"edge": edge, "server-stand-in": server}
     docs = [d for d in tagged(corpus) if d.id.startswith("c") or int(d.id[1:]) < 150]
-    spec = edge.create_collection("kb", payload_indexes={"island": "keyword"})
+    edge.create_collection("kb", payload_indexes={"island": "keyword"})
     server.create_collection("kb", payload_indexes={"island": "keyword"})
-    chunks = edge.chunk_documents(spec, docs)
-    vectors = dict(zip((c.id for c in chunks), edge.encode_chunks(spec, chunks), strict=True))
+    vectors = chunk_vectors
     replaced = [Document(d.id, d.text + " It was renamed after the war.", d.metadata) for d in docs[:10]]
     for svc in services.values():
         svc.ingest("kb", docs, vectors=vectors)

@@ -98,6 +98,7 @@ def _ranked_ndcg(scores: dict[str, dict[str, float]], qrels: dict[str, dict[str,
 
 
 def _pairs(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]) -> dict[str, list[Any]]:
+    """(query, passage, label) rows for a pointwise loss."""
     rows: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
     for qid in query_ids:
         docs = [(d, 1.0) for d in data.qrels[qid] if d in data.corpus] + [(d, 0.0) for d in negatives[qid]]
@@ -105,6 +106,27 @@ def _pairs(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]
             rows["query"].append(data.queries[qid])
             rows["passage"].append(data.corpus[doc])
             rows["label"].append(label)
+    return rows
+
+
+def _lists(
+    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], n: int
+) -> dict[str, list[Any]]:
+    """(query, positive, negative_1..n) rows for a listwise loss: each positive against its hard negatives."""
+    rows: dict[str, list[Any]] = {
+        "query": [],
+        "positive": [],
+        **{f"negative_{i}": [] for i in range(1, n + 1)},
+    }
+    for qid in query_ids:
+        negs = negatives[qid]
+        if len(negs) < n:
+            continue
+        for doc in (d for d in data.qrels[qid] if d in data.corpus):
+            rows["query"].append(data.queries[qid])
+            rows["positive"].append(data.corpus[doc])
+            for i in range(n):
+                rows[f"negative_{i + 1}"].append(data.corpus[negs[i]])
     return rows
 
 
@@ -125,6 +147,7 @@ def train_reranker(
     max_length: int = 256,
     rerank_depth: int = 30,
     max_corpus_docs: int | None = None,
+    loss: str = "bce",
     seed: int = 42,
     progress: bool = True,
 ) -> RetrieverTrainResult:
@@ -142,6 +165,8 @@ def train_reranker(
         epochs / max_steps / batch_size / learning_rate / max_length: training schedule and input size.
         rerank_depth: BM25 candidates reranked in the evaluation.
         max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
+        loss: ``bce`` (each pair labelled relevant or not) or ``listwise`` (each positive scored against its
+            ``negatives`` hard negatives and the batch's other passages, softmax cross-entropy).
         seed: data order, splits and head initialisation.
         progress: show progress bars (every stage has one).
     """
@@ -152,7 +177,10 @@ def train_reranker(
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
     )
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import (
+        BinaryCrossEntropyLoss,
+        MultipleNegativesRankingLoss,
+    )
     from transformers import set_seed
 
     from ragswap.model_store import ModelSettings, resolve_model
@@ -179,7 +207,8 @@ def train_reranker(
         index.close()
     qrels = {q: data.qrels[q] for q in eval_ids}
     bm25_ndcg = _ranked_ndcg({q: dict(row) for q, row in candidates.items()}, qrels)
-    train_ds = Dataset.from_dict(_pairs(data, negs, train_ids)).shuffle(seed=seed)
+    rows = _lists(data, negs, train_ids, negatives) if loss == "listwise" else _pairs(data, negs, train_ids)
+    train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
     model = CrossEncoder(resolve_model(base_model, ModelSettings()), num_labels=1, max_length=max_length)
     before = _ranked_ndcg(
         score_candidates(
@@ -210,7 +239,11 @@ def train_reranker(
             model=model,
             args=args,
             train_dataset=train_ds,
-            loss=BinaryCrossEntropyLoss(model, pos_weight=pos_weight),
+            loss=(
+                MultipleNegativesRankingLoss(model, num_negatives=negatives)
+                if loss == "listwise"
+                else BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
+            ),
         )
         trainer.train()
         steps = trainer.state.global_step
@@ -250,7 +283,7 @@ def train_reranker(
             "train_pairs": len(train_ds),
         },
         hyperparameters={
-            "loss": "BinaryCrossEntropyLoss",
+            "loss": "MultipleNegativesRankingLoss" if loss == "listwise" else "BinaryCrossEntropyLoss",
             "negatives": negatives,
             "epochs": epochs,
             "max_steps": max_steps,
