@@ -44,7 +44,7 @@ order, which differs between engines, and RRF turns that into different fused sc
 
 @pytest.fixture(scope="module")
 def backends(
-    tmp_path_factory: pytest.TempPathFactory, corpus: BeirData
+    tmp_path_factory: pytest.TempPathFactory, corpus: BeirData, chunk_vectors: dict[str, np.ndarray]
 ) -> Iterator[dict[str, RetrievalService]]:
     """Both backends with the same documents written the same way (vectors encoded once, reused)."""
     root = tmp_path_factory.mktemp("congruence")
