@@ -189,7 +189,8 @@ def trained_model(
     defaults = {n: p.default for n, p in inspect.signature(train).parameters.items() if n != "progress"}
     source = inspect.getsource(sys.modules[train.__module__])
     key = hashlib.sha1(
-        f"{kind}|{args.dataset.resolve()}|{','.join(fit)}|{args.train_steps}|{sorted(defaults.items())}|{source}".encode()
+        f"{kind}|{args.dataset.resolve()}|{','.join(fit)}|{args.train_steps}|{sorted(defaults.items())}|{source}|"
+        f"{sorted(options.items())}".encode()
     ).hexdigest()[:12]
     out = CACHE / f"{kind}-{key}"
     if not (out / "config.json").is_file():
@@ -555,7 +556,10 @@ def trained_pipeline(
 ) -> None:
     """Embedder and reranker trained on ``fit``, the collection tuned on ``choose``, reported on ``eval``."""
     embedder, embedder_info = trained_model("embedder", args, split["fit"], split["choose"])
-    reranker, reranker_info = trained_model("reranker", args, split["fit"], split["choose"])
+    # The cross-encoder starts from the trained embedder: it already knows the domain's vocabulary.
+    reranker, reranker_info = trained_model(
+        "reranker", args, split["fit"], split["choose"], **({"base_model": embedder} if embedder else {})
+    )
     payload["trained_pipeline"] = {"embedder": embedder_info, "reranker": reranker_info}
     if embedder is None:
         return
