@@ -200,6 +200,19 @@ class ChunkStore(Protocol):
     def close(self) -> None: ...
 
 
+def stored_section(point_id: object, payload: dict[str, Any]) -> StoredSection:
+    """A point of a ``sections_of`` scroll (payload ``document_id`` and ``chunks``) as a :class:`StoredSection`."""
+    chunk_ids = tuple(str(c[0]) for c in payload.get("chunks") or [])
+    return StoredSection(str(point_id), str(payload["document_id"]), chunk_ids)
+
+
+def stored_hit(point_id: object, score: float, payload: dict[str, Any] | None, vector: object) -> StoredHit:
+    """An engine's scored point (either client's) as a :class:`StoredHit`; ``vector`` is its named vectors."""
+    raw = vector.get(DENSE) if isinstance(vector, dict) else None
+    vectors = np.asarray(raw, dtype=np.float32) if raw is not None else None
+    return StoredHit(str(point_id), float(score), dict(payload or {}), vectors)
+
+
 def document_batches(points: list[PointData], size: int = WRITE_BATCH) -> Iterator[list[PointData]]:
     """``points`` in batches of about ``size`` that never split a document's sections."""
     batch: list[PointData] = []

@@ -51,6 +51,8 @@ from retrieval.store.base import (
     check_name,
     document_batches,
     facet_sum,
+    stored_hit,
+    stored_section,
 )
 
 logger = logging.getLogger(__name__)
@@ -306,9 +308,8 @@ class EdgeStore:
             flt = edge.Filter(must=[edge.FieldCondition(key="document_id", match=edge.MatchAny(any=ids))])
             for points in self._scroll(col, flt, ["document_id", "chunks"]):
                 for p in points:
-                    doc = str(p.payload["document_id"])
-                    chunk_ids = tuple(str(c[0]) for c in p.payload.get("chunks") or [])
-                    out[doc].append(StoredSection(str(p.id), doc, chunk_ids))
+                    section = stored_section(p.id, p.payload)
+                    out[section.document_id].append(section)
         return out
 
     def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
@@ -468,9 +469,4 @@ def _point(edge: Any, data: PointData, seq: int) -> Any:
 
 
 def _hits(points: list[Any]) -> list[StoredHit]:
-    out = []
-    for p in points:
-        raw = (p.vector or {}).get(DENSE) if isinstance(p.vector, dict) else None
-        vectors = np.asarray(raw, dtype=np.float32) if raw is not None else None
-        out.append(StoredHit(str(p.id), float(p.score), dict(p.payload or {}), vectors))
-    return out
+    return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]

@@ -31,12 +31,13 @@ from retrieval.store.base import (
     CollectionSpec,
     PointData,
     QueryResult,
-    StoredHit,
     StoredSection,
     StoreQuery,
     check_name,
     document_batches,
     facet_sum,
+    stored_hit,
+    stored_section,
 )
 
 if TYPE_CHECKING:
@@ -209,10 +210,8 @@ class ServerStore:
             flt = m.Filter(must=[m.FieldCondition(key="document_id", match=m.MatchAny(any=ids))])
             for points in self._scroll(name, flt, ["document_id", "chunks"]):
                 for p in points:
-                    payload = p.payload or {}
-                    doc = str(payload["document_id"])
-                    chunk_ids = tuple(str(c[0]) for c in payload.get("chunks") or [])
-                    out[doc].append(StoredSection(str(p.id), doc, chunk_ids))
+                    section = stored_section(p.id, p.payload or {})
+                    out[section.document_id].append(section)
         return out
 
     def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
@@ -281,7 +280,7 @@ class ServerStore:
         if query.dense is None and not query.sparse:
             return QueryResult([])
         responses = self._call(self.client.query_batch_points, qdrant_name(name), self._requests(query))
-        hits = [_hit(p) for p in responses[0].points]
+        hits = [stored_hit(p.id, p.score, p.payload, p.vector) for p in responses[0].points]
         if query.hybrid and not query.ids_only:
             return QueryResult(hits, {str(p.id): float(p.score) for p in responses[1].points})
         return QueryResult(hits, {h.id: h.score for h in hits} if query.dense is None else {})
@@ -341,9 +340,3 @@ class ServerStore:
                 ],
                 wait=True,
             )
-
-
-def _hit(point: Any) -> StoredHit:
-    raw = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
-    vectors = np.asarray(raw, dtype=np.float32) if raw is not None else None
-    return StoredHit(str(point.id), float(point.score), dict(point.payload or {}), vectors)

@@ -35,6 +35,31 @@ def service(retrieval_settings: RetrievalSettings) -> Iterator[RetrievalService]
         svc.close()
 
 
+@pytest.fixture(scope="session")
+def untrained_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossEncoder built from MiniLM with an untrained head: the two-stage mechanics, not a reranker's quality
+    (no trained reranker ships offline; ``tests/training/test_retrievers.py`` trains one)."""
+    from sentence_transformers import CrossEncoder
+
+    from ragswap.model_store import resolve_model
+
+    folder = tmp_path_factory.mktemp("untrained-cross-encoder")
+    CrossEncoder(resolve_model("all-minilm-l6-v2", ModelSettings()), num_labels=1, device="cpu").save(
+        str(folder)
+    )
+    return folder
+
+
+def with_reranker(service: RetrievalService, folder: Path) -> RetrievalService:
+    """A service over the same store that reranks with the CrossEncoder in ``folder``."""
+    return RetrievalService(
+        service.settings.model_copy(update={"reranker": str(folder)}),
+        service.models,
+        Path("/x"),
+        store=service.store,
+    )
+
+
 def tagged(corpus: BeirData) -> list[Document]:
     """The corpus with two metadata keys added for filter tests (``parity``, ``num``)."""
     docs = []

@@ -23,6 +23,7 @@ from retrieval import (
 )
 from retrieval.fusion import blend
 from retrieval.models import recommended_rerank_weight
+from tests.retrieval.conftest import with_reranker
 
 MODES = [
     ("dense", "rrf"),
@@ -202,13 +203,14 @@ def test_filters_restrict_results(
 
 
 def test_rerank_reorders_the_fused_candidates(
-    service: RetrievalService, corpus_collection: str, corpus: BeirData, tmp_path: Path
+    service: RetrievalService,
+    corpus_collection: str,
+    corpus: BeirData,
+    tmp_path: Path,
+    untrained_cross_encoder: Path,
 ) -> None:
     """Two-stage mechanics with a CrossEncoder built from MiniLM whose head is untrained (no trained reranker
     weights exist offline, and training one takes minutes: ``bench/retrieval.py`` trains and scores it)."""
-    from sentence_transformers import CrossEncoder
-
-    from ragswap.model_store import ModelSettings, resolve_model
 
     text = corpus.queries[sorted(corpus.qrels)[0]]
     plain = SearchQuery.from_settings(
@@ -218,16 +220,8 @@ def test_rerank_reorders_the_fused_candidates(
         service.search(
             SearchQuery.from_settings(service.settings.search, corpus_collection, text, rerank=True)
         )
-    folder = tmp_path / "untrained-cross-encoder"
-    CrossEncoder(resolve_model("all-minilm-l6-v2", ModelSettings()), num_labels=1, device="cpu").save(
-        str(folder)
-    )
-    reranking = RetrievalService(
-        service.settings.model_copy(update={"reranker": str(folder)}),
-        service.models,
-        Path("/x"),
-        store=service.store,
-    )
+    folder = untrained_cross_encoder
+    reranking = with_reranker(service, folder)
     q = SearchQuery.from_settings(
         service.settings.search, corpus_collection, text, top_k=5, rerank=True, rerank_depth=10
     )
@@ -260,12 +254,7 @@ def test_rerank_reorders_the_fused_candidates(
     (recommending / "ragswap-retriever.json").write_text(
         json.dumps({"kind": "reranker", "metrics": {"recommended_rerank_weight": 0.5}})
     )
-    defaulted = RetrievalService(
-        service.settings.model_copy(update={"reranker": str(recommending)}),
-        service.models,
-        Path("/x"),
-        store=service.store,
-    )
+    defaulted = with_reranker(service, recommending)
     by_default = ranking(defaulted, rerank=True, rerank_depth=10)
     assert [(h.chunk.id, h.score) for h in by_default] == [(h.chunk.id, h.score) for h in blended]
     explicit = ranking(defaulted, rerank=True, rerank_depth=10, rerank_weight=1.0)

@@ -22,7 +22,7 @@ from retrieval import (
     TuneRefusedError,
     tune_collection,
 )
-from tests.retrieval.conftest import FIXTURE, copy_of_corpus, same_within_ties, tagged
+from tests.retrieval.conftest import FIXTURE, copy_of_corpus, same_within_ties, tagged, with_reranker
 
 ADMIN = {"Authorization": "Bearer sk-admin-0123456789"}
 
@@ -95,23 +95,13 @@ def _label(chosen: dict[str, object]) -> str:
 
 
 def test_tuning_learns_the_rerank_depth_and_weight(
-    service: RetrievalService, corpus: BeirData, chunk_vectors: dict[str, np.ndarray], tmp_path: Path
+    service: RetrievalService,
+    corpus: BeirData,
+    chunk_vectors: dict[str, np.ndarray],
+    untrained_cross_encoder: Path,
 ) -> None:
     """With a reranker configured (here a CrossEncoder with an untrained head: the mechanics, not its quality)."""
-    from sentence_transformers import CrossEncoder
-
-    from ragswap.model_store import ModelSettings, resolve_model
-
-    folder = tmp_path / "cross-encoder"
-    CrossEncoder(resolve_model("all-minilm-l6-v2", ModelSettings()), num_labels=1, device="cpu").save(
-        str(folder)
-    )
-    reranking = RetrievalService(
-        service.settings.model_copy(update={"reranker": str(folder)}),
-        service.models,
-        Path("/x"),
-        store=service.store,
-    )
+    reranking = with_reranker(service, untrained_cross_encoder)
     name = copy_of_corpus(service, corpus, chunk_vectors, "tuned-rerank")
     queries, qrels = _subset(corpus, 16)
     options = TuneOptions(
