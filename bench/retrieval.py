@@ -84,9 +84,11 @@ def splits(args: argparse.Namespace, data: BeirData, dev: BeirData | None) -> di
             "eval": [q for q in judged if id_byte(q, 0) % 2 == 1],
         }
     held = sorted(dev.qrels)
+    train = sorted(data.qrels)
     return {
-        "tune": sorted(data.qrels),
-        "fit": sorted(data.qrels),
+        "tune": train,
+        # a third of the training queries train the models (thousands of judgements otherwise: hours on CPU)
+        "fit": [q for q in train if id_byte(q, 2) % 3 == 0],
         "choose": [q for q in held if id_byte(q, 0) % 2 == 0],
         "eval": [q for q in held if id_byte(q, 0) % 2 == 1],
     }
@@ -432,8 +434,8 @@ def main() -> None:
             "method": "qrels/train.tsv halved by sha1(query id)[0] % 2 (even tunes, odd is reported; inside the "
             "tuning half sha1[1] % 5 == 0 chooses, the rest trains)"
             if dev is None
-            else "qrels/train.tsv tunes and trains; qrels/dev.tsv halved by sha1(query id)[0] % 2 (even chooses, "
-            "odd is reported)",
+            else "qrels/train.tsv tunes (a third of it, sha1[2] % 3 == 0, trains the models); qrels/dev.tsv halved by "
+            "sha1(query id)[0] % 2 (even chooses, odd is reported)",
             "reported_on": "eval",
         },
         "machine": machine(),

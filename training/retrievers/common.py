@@ -131,3 +131,11 @@ def stage_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
         yield bar
     finally:
         bar.close()
+
+
+def positives(data: BeirData, qid: str, limit: int) -> list[str]:
+    """A query's relevant documents in the corpus, best grade first, at most ``limit`` (datasets such as
+    NFCorpus judge dozens per query: a few of the best teach as much and keep training time bounded)."""
+    judged = data.qrels[qid]
+    ranked = sorted((d for d in judged if d in data.corpus), key=lambda d: (-judged[d], d))
+    return ranked[:limit]

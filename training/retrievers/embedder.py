@@ -19,6 +19,7 @@ from training.retrievers.common import (
     choose_queries,
     limit_corpus,
     load_judged,
+    positives,
     stage_bar,
 )
 from training.retrievers.mining import build_bm25, hard_negatives
@@ -26,13 +27,15 @@ from training.retrievers.mining import build_bm25, hard_negatives
 logger = logging.getLogger(__name__)
 
 
-def _triplets(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]) -> dict[str, list[str]]:
+def _triplets(
+    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], max_positives: int
+) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
     for qid in query_ids:
         negs = negatives[qid]
         if not negs:
             continue
-        for i, doc in enumerate(d for d in data.qrels[qid] if d in data.corpus):
+        for i, doc in enumerate(positives(data, qid, max_positives)):
             rows["anchor"].append(data.queries[qid])
             rows["positive"].append(data.corpus[doc])
             rows["negative"].append(data.corpus[negs[i % len(negs)]])
@@ -55,6 +58,7 @@ def train_embedder(
     max_length: int = 256,
     negative_skip: int = 2,
     max_corpus_docs: int | None = None,
+    max_positives: int = 4,
     seed: int = 42,
     progress: bool = True,
 ) -> RetrieverTrainResult:
@@ -72,6 +76,7 @@ def train_embedder(
             batches give more in-batch negatives.
         negative_skip: BM25 hits left out before taking the hard negative (top hits are often unjudged positives).
         max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
+        max_positives: a query's best-graded relevant documents trained on (one row each).
         seed: data order and splits.
         progress: show progress bars.
     """
@@ -108,7 +113,7 @@ def train_embedder(
         finally:
             index.close()
         bar.update(1)
-    train_ds = Dataset.from_dict(_triplets(data, negs, train_ids)).shuffle(seed=seed)
+    train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
     model = SentenceTransformer(resolve_model(base_model, ModelSettings()))
     model.max_seq_length = max_length
     evaluator = InformationRetrievalEvaluator(
@@ -182,6 +187,7 @@ def train_embedder(
             "learning_rate": learning_rate,
             "max_length": max_length,
             "negative_skip": negative_skip,
+            "max_positives": max_positives,
             "seed": seed,
         },
         metrics={

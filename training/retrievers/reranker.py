@@ -27,6 +27,7 @@ from training.retrievers.common import (
     choose_queries,
     limit_corpus,
     load_judged,
+    positives,
     stage_bar,
 )
 from training.retrievers.mining import CorpusBm25, build_bm25, hard_negatives
@@ -99,11 +100,13 @@ def _ranked_ndcg(scores: dict[str, dict[str, float]], qrels: dict[str, dict[str,
     return total / max(1, len(scores))
 
 
-def _pairs(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]) -> dict[str, list[Any]]:
+def _pairs(
+    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], max_positives: int
+) -> dict[str, list[Any]]:
     """(query, passage, label) rows for a pointwise loss."""
     rows: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
     for qid in query_ids:
-        docs = [(d, 1.0) for d in data.qrels[qid] if d in data.corpus] + [(d, 0.0) for d in negatives[qid]]
+        docs = [(d, 1.0) for d in positives(data, qid, max_positives)] + [(d, 0.0) for d in negatives[qid]]
         for doc, label in docs:
             rows["query"].append(data.queries[qid])
             rows["passage"].append(data.corpus[doc])
@@ -112,7 +115,7 @@ def _pairs(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]
 
 
 def _lists(
-    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], n: int
+    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], n: int, max_positives: int
 ) -> dict[str, list[Any]]:
     """(query, positive, negative_1..n) rows for a listwise loss: each positive against its hard negatives."""
     rows: dict[str, list[Any]] = {
@@ -124,7 +127,7 @@ def _lists(
         negs = negatives[qid]
         if len(negs) < n:
             continue
-        for doc in (d for d in data.qrels[qid] if d in data.corpus):
+        for doc in positives(data, qid, max_positives):
             rows["query"].append(data.queries[qid])
             rows["positive"].append(data.corpus[doc])
             for i in range(n):
@@ -150,6 +153,7 @@ def train_reranker(
     rerank_depth: int = 30,
     max_corpus_docs: int | None = None,
     loss: str = "listwise",
+    max_positives: int = 4,
     seed: int = 42,
     progress: bool = True,
 ) -> RetrieverTrainResult:
@@ -170,6 +174,7 @@ def train_reranker(
         max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
         loss: ``bce`` (each pair labelled relevant or not) or ``listwise`` (each positive scored against its
             ``negatives`` hard negatives and the batch's other passages, softmax cross-entropy).
+        max_positives: a query's best-graded relevant documents trained on.
         seed: data order, splits and head initialisation.
         progress: show progress bars (every stage has one).
     """
@@ -210,7 +215,11 @@ def train_reranker(
         index.close()
     qrels = {q: data.qrels[q] for q in eval_ids}
     bm25_ndcg = _ranked_ndcg({q: dict(row) for q, row in candidates.items()}, qrels)
-    rows = _lists(data, negs, train_ids, negatives) if loss == "listwise" else _pairs(data, negs, train_ids)
+    rows = (
+        _lists(data, negs, train_ids, negatives, max_positives)
+        if loss == "listwise"
+        else _pairs(data, negs, train_ids, max_positives)
+    )
     train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
     model = CrossEncoder(resolve_model(base_model, ModelSettings()), num_labels=1, max_length=max_length)
     before = _ranked_ndcg(
@@ -294,6 +303,7 @@ def train_reranker(
             "learning_rate": learning_rate,
             "max_length": max_length,
             "rerank_depth": rerank_depth,
+            "max_positives": max_positives,
             "seed": seed,
         },
         metrics={
