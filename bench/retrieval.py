@@ -177,9 +177,9 @@ def latencies(
 
 # -- trained models -------------------------------------------------------------------------------------------
 def trained_model(
-    kind: str, args: argparse.Namespace, fit: list[str], choose: list[str]
+    kind: str, args: argparse.Namespace, fit: list[str], choose: list[str], **options: Any
 ) -> tuple[str | None, dict[str, Any]]:
-    """A reranker or embedder trained on ``fit`` (cached by data, queries and trainer defaults)."""
+    """A reranker or embedder trained on ``fit`` (cached by data, queries, options and trainer defaults)."""
     import inspect
 
     from training import RetrieverManifest, train_embedder, train_reranker
@@ -209,6 +209,7 @@ def trained_model(
             split="train",
             max_steps=args.train_steps,
             progress=True,
+            **options,
         )
         tmp.rename(out)
     manifest = RetrieverManifest.read(out)
