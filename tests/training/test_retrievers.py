@@ -63,6 +63,7 @@ def test_reranker_ranks_held_apart_queries_better() -> None:
         train_query_ids=train_ids,
         eval_query_ids=eval_ids,
         negatives=3,
+        epochs=2,
         batch_size=16,
         max_length=128,
         rerank_depth=20,
@@ -87,7 +88,7 @@ def test_embedder_ranks_held_apart_queries_better() -> None:
         "embedder",
         train_query_ids=train_ids,
         eval_query_ids=eval_ids,
-        epochs=3,
+        epochs=1,  # the corpus' paraphrase vocabulary is learnt within an epoch (0.42 -> 0.92 after three)
         batch_size=32,
         max_length=128,
     )
