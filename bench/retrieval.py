@@ -250,7 +250,7 @@ def engine_beside(enabled: bool) -> Iterator[str | None]:
 
 
 def gateway_latency(
-    state: Path, settings: RetrievalSettings, collection: str, texts: list[str], engine: bool
+    state: Path, settings: RetrievalSettings, collection: str, texts: list[str], engine_url: str | None
 ) -> dict[str, Any]:
     """p50/p95 ms of ``POST /v1/retrieve`` (hybrid, top 10) end to end: HTTP, query embedding, search."""
     import httpx
@@ -261,32 +261,30 @@ def gateway_latency(
     from serving.server import BackgroundGateway
     from serving.settings import ServerSettings
 
-    with engine_beside(engine) as engine_url:
-        urls = [engine_url] if engine_url else ["http://127.0.0.1:9"]
-        gw_settings = Settings(
-            engine=EngineSettings(urls=urls),
-            server=ServerSettings(port=free_port(), state_dir=state, api_keys=["sk-bench-0123456789"]),
-            retrieval=settings,
-        )
-        gateway = BackgroundGateway(gw_settings)
-        gateway.start()
-        try:
-            headers = {"Authorization": "Bearer sk-bench-0123456789"}
-            with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as http:
-                for text in texts[:5]:
-                    http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
-                times = []
-                for text in texts:
-                    start = time.perf_counter()
-                    r = http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
-                    times.append((time.perf_counter() - start) * 1000)
-                    r.raise_for_status()
-        finally:
-            gateway.stop()
+    gw_settings = Settings(
+        engine=EngineSettings(urls=[engine_url or "http://127.0.0.1:9"]),
+        server=ServerSettings(port=free_port(), state_dir=state, api_keys=["sk-bench-0123456789"]),
+        retrieval=settings,
+    )
+    gateway = BackgroundGateway(gw_settings)
+    gateway.start()
+    try:
+        headers = {"Authorization": "Bearer sk-bench-0123456789"}
+        with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as http:
+            for text in texts[:5]:
+                http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
+            times = []
+            for text in texts:
+                start = time.perf_counter()
+                r = http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
+                times.append((time.perf_counter() - start) * 1000)
+                r.raise_for_status()
+    finally:
+        gateway.stop()
     return {
         "p50": round(percentile(times, 50), 2),
         "p95": round(percentile(times, 95), 2),
-        "engine_beside": engine,
+        "engine_beside": engine_url is not None,
         "query_threads": settings.query_threads,
     }
 
@@ -522,17 +520,14 @@ def main() -> None:
         payload["throughput"] = throughput(service, docs, args.throughput_chunks)
         report()
         service.close()  # the gateway opens the same store
-        e2e = gateway_latency(Path(tmp), settings, "corpus", texts, engine=not args.no_engine)
-        payload["p50_ms_e2e_5k"], payload["p95_ms_e2e_5k"] = e2e["p50"], e2e["p95"]
-        payload["e2e_5k"] = e2e
-        threads0 = gateway_latency(
-            Path(tmp),
-            settings.model_copy(update={"query_threads": 0}),
-            "corpus",
-            texts,
-            engine=not args.no_engine,
-        )
-        payload["e2e_5k_query_threads_default"] = threads0
+        with engine_beside(not args.no_engine) as engine_url:
+            e2e = gateway_latency(Path(tmp), settings, "corpus", texts, engine_url)
+            payload["p50_ms_e2e_5k"], payload["p95_ms_e2e_5k"] = e2e["p50"], e2e["p95"]
+            payload["e2e_5k"] = e2e
+            more_threads = settings.model_copy(update={"query_threads": 0})
+            payload["e2e_5k_query_threads_default"] = gateway_latency(
+                Path(tmp), more_threads, "corpus", texts, engine_url
+            )
         report()
         service = RetrievalService(settings, ModelSettings(), Path(tmp))
 
