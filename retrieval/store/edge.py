@@ -60,6 +60,9 @@ SPEC_FILE = "collection.json"
 COMMIT_FILE = "commit.json"
 SHARD_DIR = "shard"
 SHARE_HINT = "use the Qdrant server backend (retrieval.url) to share collections between processes"
+MAX_SEGMENT_KB = 300_000
+"""Edge's optimizer merges small segments up to this size (~100k two-chunk sections of 384-d vectors): merges, each
+re-indexing the merged segment, stay bounded, so the cost of writing a point does not grow with the collection."""
 VACUUM_FRACTION = 0.05
 """Edge's optimizer rewrites a segment once this share of its points is deleted (replaced or removed sections);
 until then their terms still count in BM25's IDF, as on a Qdrant server. A write that removes this share of a
@@ -243,7 +246,9 @@ class EdgeStore:
                     },
                     sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
                     optimizers=edge.EdgeOptimizersConfig(
-                        deleted_threshold=VACUUM_FRACTION, vacuum_min_vector_number=100
+                        deleted_threshold=VACUUM_FRACTION,
+                        vacuum_min_vector_number=100,
+                        max_segment_size=MAX_SEGMENT_KB,
                     ),
                 )
                 shard = edge.EdgeShard.create(str(staging / SHARD_DIR), config)
