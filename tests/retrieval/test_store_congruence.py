@@ -104,3 +104,32 @@ def test_same_top_10_on_both_backends(
                 top1.append(a[0][0] == b[0][0])
     assert compared >= QUERIES * len(EXACT) // 2  # the filters leave most searches with results
     assert np.mean(overlap) >= 0.9 and np.mean(top1) >= 0.9, (np.mean(overlap), np.mean(top1))
+
+
+def test_collections_are_shared_through_the_server_within_a_second() -> None:
+    """Two gateways on one server (two stores on one qdrant-client connection, the stand-in's only way to share
+    its data): a collection created, tuned or deleted through one is seen by the other within ``SPEC_TTL_S``."""
+    import time
+
+    from qdrant_client import QdrantClient
+
+    from retrieval import CollectionNotFoundError, CollectionSpec, SearchOverrides
+    from retrieval.store.server import SPEC_TTL_S, ServerStore
+
+    client = QdrantClient(location=":memory:")
+    settings = RetrievalSettings(url=":memory:")
+    one, other = ServerStore(client, settings), ServerStore(client, settings)
+    with pytest.raises(CollectionNotFoundError):
+        other.spec("shared")  # cached as absent now
+    one.create(CollectionSpec(name="shared", embedding_model="all-minilm-l6-v2", dimension=384))
+    assert SPEC_TTL_S <= 1.0
+    time.sleep(SPEC_TTL_S)
+    assert other.spec("shared").name == "shared"
+    assert [s.name for s in other.list_specs()] == ["shared"]
+    one.save_spec(one.spec("shared").model_copy(update={"search": SearchOverrides(fusion="rrf", rrf_k=5)}))
+    time.sleep(SPEC_TTL_S)
+    assert other.spec("shared").search.rrf_k == 5
+    one.drop("shared")
+    time.sleep(SPEC_TTL_S)
+    with pytest.raises(CollectionNotFoundError):
+        other.spec("shared")
