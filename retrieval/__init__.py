@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
         UnsupportedFormatError,
     )
     from retrieval.filters import MetadataFilter, parse_filter
+    from retrieval.fusion import blend
     from retrieval.loaders import content_id, iter_paths, load_bytes, load_path
     from retrieval.models import RETRIEVER_MANIFEST, load_reranker
     from retrieval.rag import Grounding, conversation_query, ground, grounded_messages
@@ -71,6 +72,7 @@ _WHERE = {
     "SearchOverrides": "retrieval.store",
     "MetadataFilter": "retrieval.filters",
     "parse_filter": "retrieval.filters",
+    "blend": "retrieval.fusion",
     "Bm25Encoder": "retrieval.sparse",
     "Bm25Index": "retrieval.sparse",
     "SparseVector": "retrieval.sparse",
@@ -145,6 +147,7 @@ __all__ = [
     "TuneRefusedError",
     "TuneReport",
     "UnsupportedFormatError",
+    "blend",
     "content_id",
     "conversation_query",
     "ground",

@@ -79,7 +79,7 @@ def blend_grid(
     (1-w)·minmax(first stage)`` — the blend search applies. A small reranker trained on a few hundred queries
     often ranks best as a correction to the first stage rather than on its own."""
     from eval import ndcg_at_k
-    from retrieval.fusion import blend
+    from retrieval import blend
 
     totals = dict.fromkeys(BLEND_WEIGHTS, 0.0)
     for qid, row in candidates.items():
