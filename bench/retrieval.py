@@ -1,28 +1,37 @@
-"""Retrieval benchmark on a BEIR dataset: quality per mode, query latency at 5k docs and at 100k chunks,
-ingestion throughput against raw ``SentenceTransformer.encode``, and the same for ``int8`` collections.
+"""Retrieval benchmark on a BEIR dataset: untuned defaults, ``collections tune``, the trained pipeline (embedder,
+reranker, tuned), latency through ``/v1/retrieve`` with a vLLM engine running beside the gateway, ingestion
+throughput, and with ``--scale N`` a store bench of N chunks.
 
-    .venv/bin/python bench/retrieval.py [--dataset DIR] [--qrels FILE] [--reranker PATH] [--embedder PATH]
+    python bench/retrieval.py                                   # SciFact  -> bench/results/retrieval.json
+    python bench/retrieval.py --dataset ../shared/data/nfcorpus  # NFCorpus -> bench/results/retrieval_nfcorpus.json
+    python bench/retrieval.py --scale 1000000                   # + the 1M-chunk store bench (same json)
 
-Judged queries are split deterministically by a hash of the query id into a tuning and an evaluation half;
-every quality figure is measured on the evaluation half. Off-the-shelf modes tune BM25's k1/b and the fusion
-on the tuning half. The domain-tuned pipeline trains an embedder and a cross-encoder reranker (``training``) on
-80 % of the tuning half and picks fusion and the rerank blend on the other 20 %. Writes ``bench/results/retrieval.json``.
+Splits (reported figures never choose anything):
+
+- A dataset with only ``qrels/train.tsv`` (SciFact): its judged queries are halved by sha1(query id): the even
+  half tunes, the odd half is reported. Inside the tuning half, 80 % train the models ("fit") and 20 % choose
+  their settings ("choose", second sha1 byte).
+- A dataset with ``qrels/dev.tsv`` too (NFCorpus): train tunes and trains; dev is halved by sha1: the even half
+  chooses, the odd half is reported.
+
+Results write through ``bench/_common.py`` (commit, dirty flag, code hash); a run that stops early has written
+everything measured until then.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import hashlib
-import inspect
-import json
 import logging
-import math
 import os
 import random
+import resource
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,775 +45,607 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bench._common import machine, percentile, write_results
+from bench._common import SHARED_DATA, machine, percentile, write_results
 from ragswap.model_store import ModelSettings, resolve_model
-from retrieval.bm25 import Bm25Index
-from retrieval.loaders import jsonl_row_to_document
-from retrieval.search import SearchQuery
-from retrieval.service import RetrievalService
-from retrieval.settings import Bm25Settings, RetrievalSettings
-from retrieval.types import Chunk, Document
+from retrieval import (
+    BeirData,
+    CollectionSpec,
+    Document,
+    RetrievalService,
+    RetrievalSettings,
+    SearchQuery,
+    TuneOptions,
+    load_beir,
+    tune_collection,
+)
+from retrieval.beir import id_byte
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scifact"
 CACHE = Path(os.environ.get("RAGSWAP_HOME", Path.home() / ".cache" / "ragswap")) / "bench"
-MODES = ["bm25", "dense", "hybrid_rrf", "hybrid_weighted", "hybrid_rerank"]
 console = Console()
-ONLY_5K: dict[str, dict[str, float]] = {}
-ONLY_100K: dict[str, dict[str, float]] = {}
-INT8_QUALITY: dict[str, dict[str, float]] = {}
-"""Quality of the off-the-shelf modes on a collection embedded with ``embedding_precision="int8"``."""
-QUERY_VECTORS: dict[str, np.ndarray] = {}
-"""Query embeddings computed once in a batch for the quality passes (latency passes embed each query)."""
 logger = logging.getLogger("bench.retrieval")
+MODES: dict[str, dict[str, Any]] = {
+    "bm25": {"mode": "bm25"},
+    "dense": {"mode": "dense"},
+    "hybrid": {"mode": "hybrid"},
+    "hybrid_rrf": {"mode": "hybrid", "fusion": "rrf"},
+}
+"""Untuned modes: the defaults (``hybrid`` = DBSF), and RRF (k=60) beside them for reference."""
 
 
-# -- data ---------------------------------------------------------------------------------------------------
-def load_beir(
-    folder: Path, qrels_file: Path
-) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
-    docs = [
-        jsonl_row_to_document(json.loads(line), "corpus")
-        for line in (folder / "corpus.jsonl").open()
-        if line.strip()
-    ]
-    queries = {}
-    for line in (folder / "queries.jsonl").open():
-        if line.strip():
-            row = json.loads(line)
-            queries[str(row["_id"])] = str(row["text"])
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_file.open() as fh:
-        for row in csv.reader(fh, delimiter="\t"):
-            if not row or row[0] == "query-id":
-                continue
-            if int(row[2]) > 0:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    qrels = {q: r for q, r in qrels.items() if q in queries}
-    return docs, queries, qrels
+# -- data -----------------------------------------------------------------------------------------------------
+def splits(args: argparse.Namespace, data: BeirData, dev: BeirData | None) -> dict[str, list[str]]:
+    if dev is None:
+        judged = sorted(data.qrels)
+        tune = [q for q in judged if id_byte(q, 0) % 2 == 0]
+        return {
+            "tune": tune,
+            "fit": [q for q in tune if id_byte(q, 1) % 5 != 0],
+            "choose": [q for q in tune if id_byte(q, 1) % 5 == 0],
+            "eval": [q for q in judged if id_byte(q, 0) % 2 == 1],
+        }
+    held = sorted(dev.qrels)
+    train = sorted(data.qrels)
+    return {
+        "tune": train,
+        # a third of the training queries train the models (thousands of judgements otherwise: hours on CPU)
+        "fit": [q for q in train if id_byte(q, 2) % 3 == 0],
+        "choose": [q for q in held if id_byte(q, 0) % 2 == 0],
+        "eval": [q for q in held if id_byte(q, 0) % 2 == 1],
+    }
 
 
-def id_byte(qid: str, i: int) -> int:
-    """Byte ``i`` of sha1(query id): the deterministic, order-free key of every query split here."""
-    return hashlib.sha1(qid.encode()).digest()[i]
+def cache_path(model_path: str, tag: str) -> Path:
+    return CACHE / f"embeddings-{hashlib.sha1(f'{model_path}|{tag}'.encode()).hexdigest()[:16]}.npz"
 
 
-def split(qids: list[str]) -> tuple[list[str], list[str]]:
-    """Deterministic halves: even/odd first byte of sha1(query id) → tuning/evaluation."""
-    tune = sorted(q for q in qids if id_byte(q, 0) % 2 == 0)
-    evals = sorted(q for q in qids if id_byte(q, 0) % 2 == 1)
-    return tune, evals
+def encode_cached(
+    service: RetrievalService, spec: CollectionSpec, docs: list[Document], fingerprint: str
+) -> dict[str, np.ndarray]:
+    """Chunk vectors of ``spec``'s embedder, cached across runs (encoding a corpus takes minutes here)."""
+    model_path = resolve_model(spec.embedding_model, ModelSettings())
+    path = cache_path(
+        model_path, f"{fingerprint}|{spec.chunking.model_dump_json()}|{spec.embedding_precision}"
+    )
+    cache: dict[str, np.ndarray] = {}
+    if path.is_file():
+        stored = np.load(path)
+        cache = dict(zip(stored["ids"].tolist(), stored["vectors"], strict=True))
+    chunks = service.chunk_documents(spec, docs)
+    missing = [c for c in chunks if c.id not in cache]
+    if missing:
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"encoding {len(missing)} chunks (cached in {path})", total=len(missing))
+            for s in range(0, len(missing), 1024):
+                block = missing[s : s + 1024]
+                cache.update(zip((c.id for c in block), service.encode_chunks(spec, block), strict=True))
+                bar.update(task, completed=s + len(block))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+        tmp.rename(path)
+    return cache
 
 
-# -- metrics ------------------------------------------------------------------------------------------------
-def doc_ranking(hits: list[Any]) -> list[str]:
-    """Chunks → documents, each at the rank of its best chunk."""
-    seen: list[str] = []
-    for h in hits:
-        if h.chunk.document_id not in seen:
-            seen.append(h.chunk.document_id)
-    return seen
-
-
-def ndcg10(ranked: list[str], rel: dict[str, int]) -> float:
-    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
-    ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(rel.values(), reverse=True)[:10]))
-    return dcg / ideal if ideal else 0.0
-
-
-def recall100(ranked: list[str], rel: dict[str, int]) -> float:
-    return len(set(ranked[:100]) & set(rel)) / len(rel)
-
-
-def mrr10(ranked: list[str], rel: dict[str, int]) -> float:
-    return next((1.0 / (i + 1) for i, d in enumerate(ranked[:10]) if d in rel), 0.0)
-
-
-# -- embeddings cache ---------------------------------------------------------------------------------------
-def cache_file(model_path: str, tag: str) -> Path:
-    key = hashlib.sha1(f"{model_path}|{tag}".encode()).hexdigest()[:16]
-    return CACHE / f"embeddings-{key}.npz"
-
-
-def load_cache(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    data = np.load(path)
-    return dict(zip(data["ids"].tolist(), data["vectors"], strict=True))
-
-
-def save_cache(path: Path, vectors: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = list(vectors)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.array(ids), vectors=np.stack([vectors[i] for i in ids]))
-    tmp.rename(path)
-
-
-# -- stages -------------------------------------------------------------------------------------------------
-def search_docs(service: RetrievalService, q: SearchQuery) -> list[str]:
-    return doc_ranking(service.search(q))
-
-
-def evaluate(
+# -- quality --------------------------------------------------------------------------------------------------
+def quality(
     service: RetrievalService,
     collection: str,
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     qids: list[str],
-    vectors: dict[str, np.ndarray] | None = None,
+    vectors: dict[str, np.ndarray] | None,
     **options: Any,
 ) -> dict[str, float]:
-    """Mean nDCG@10, recall@100 and MRR@10 over ``qids``; ``vectors``: the queries' embeddings (default: the
-    base embedder's, :data:`QUERY_VECTORS`)."""
-    vectors = QUERY_VECTORS if vectors is None else vectors
-    scores = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+    """Mean nDCG@10, recall@100, MRR@10 (95 % bootstrap CI of nDCG@10) over ``qids``, one hit per document."""
+    from eval import bootstrap_ci, rank_metrics
+
+    rows = []
     for qid in qids:
-        q = SearchQuery.from_settings(
-            service.settings.search,
-            collection,
-            queries[qid],
-            top_k=300,
-            candidates=300,
-            vector=vectors.get(qid),
+        q = SearchQuery(
+            collection=collection,
+            query=queries[qid],
+            top_k=100,
+            group_by="document",
+            vector=vectors.get(qid) if vectors is not None and options.get("mode") != "bm25" else None,
             **options,
         )
-        ranked = search_docs(service, q)
-        scores["ndcg@10"] += ndcg10(ranked, qrels[qid])
-        scores["recall@100"] += recall100(ranked, qrels[qid])
-        scores["mrr@10"] += mrr10(ranked, qrels[qid])
-    return {k: round(v / len(qids), 4) for k, v in scores.items()}
+        rows.append(rank_metrics(service.rank_documents(q), qrels[qid]))
+    out = {m: round(float(np.mean([r[m] for r in rows])), 4) for m in ("ndcg@10", "recall@100", "mrr@10")}
+    low, high = bootstrap_ci([r["ndcg@10"] for r in rows])
+    out["ndcg@10_ci95"] = [round(low, 4), round(high, 4)]  # type: ignore[assignment]
+    return out
 
 
 def latencies(
     service: RetrievalService,
     collection: str,
     texts: list[str],
-    vectors: list[np.ndarray] | None = None,
+    vectors: list[np.ndarray] | None,
     **options: Any,
 ) -> dict[str, float]:
-    """p50/p95 ms per query; with ``vectors`` the query embedding is excluded (search-only)."""
+    """p50/p95 ms of ``service.search`` per query (``vectors``: query embedding precomputed = search only)."""
     vecs: list[np.ndarray | None] = list(vectors) if vectors is not None else [None] * len(texts)
-    warm = SearchQuery.from_settings(service.settings.search, collection, texts[0], vector=vecs[0], **options)
-    service.search(warm)
+    for text, vec in zip(texts[:5], vecs[:5], strict=True):  # warm up
+        service.search(SearchQuery(collection=collection, query=text, top_k=10, vector=vec, **options))
     times = []
     for text, vec in zip(texts, vecs, strict=True):
-        q = SearchQuery.from_settings(
-            service.settings.search, collection, text, top_k=10, vector=vec, **options
-        )
         start = time.perf_counter()
-        service.search(q)
+        service.search(SearchQuery(collection=collection, query=text, top_k=10, vector=vec, **options))
         times.append((time.perf_counter() - start) * 1000)
     return {"p50": round(percentile(times, 50), 2), "p95": round(percentile(times, 95), 2)}
 
 
-def mode_options(mode: str, tuned: dict[str, Any]) -> dict[str, Any]:
-    if mode == "bm25":
-        return {"mode": "bm25", "rerank": False}
-    if mode == "dense":
-        return {"mode": "dense", "rerank": False}
-    if mode == "hybrid_rrf":
-        return {"mode": "hybrid", "fusion": "rrf", "rrf_k": tuned["rrf_k"], "rerank": False}
-    if mode == "hybrid_weighted":
-        return {"mode": "hybrid", "fusion": "weighted", "weight": tuned["weight"], "rerank": False}
-    if mode == "dense_tuned":
-        return {"mode": "dense", "rerank": False}
-    hybrid = {"mode": "hybrid", "fusion": tuned["fusion"], "rrf_k": tuned["rrf_k"], "weight": tuned["weight"]}
-    if mode == "hybrid_tuned":
-        return {**hybrid, "rerank": False}
-    return {
-        **hybrid,
-        "rerank": True,
-        "rerank_depth": tuned["rerank_depth"],
-        "rerank_weight": tuned.get("rerank_weight", 1.0),
-    }
-
-
-def tune_bm25(
-    chunks: list[Chunk], queries: dict[str, str], qrels: dict[str, dict[str, int]], tune_ids: list[str]
-) -> tuple[Bm25Settings, dict[str, float]]:
-    """Grid over BM25's ``k1`` and ``b`` on the tuning queries (BM25 alone, nDCG@10), with the same
-    :class:`Bm25Index` the collections use. Chunks are near-uniform in length, so the length normalisation that
-    suits whole documents (``b=0.75``) is often too strong for them."""
-    doc_of = np.array([c.document_id for c in chunks])
-    texts = [c.text for c in chunks]
-    grid: dict[str, float] = {}
-    best, best_score = Bm25Settings(), -1.0
-    for k1 in (0.9, 1.2, 1.5, 2.0):
-        for b in (0.3, 0.4, 0.5, 0.6, 0.75):
-            params = Bm25Settings(k1=k1, b=b)
-            index = Bm25Index.build(texts, params)
-            total = 0.0
-            for qid in tune_ids:
-                scores = index.scores(queries[qid])
-                top = np.argsort(-scores, kind="stable")[:300]
-                total += ndcg10(list(dict.fromkeys(doc_of[top].tolist())), qrels[qid])
-            score = grid[f"k1={k1},b={b}"] = round(total / len(tune_ids), 4)
-            if score > best_score:
-                best, best_score = params, score
-    return best, grid
-
-
-def tune_fusion(
-    service: RetrievalService,
-    collection: str,
-    queries: dict[str, str],
-    qrels: dict[str, dict[str, int]],
-    tune_ids: list[str],
-    vectors: dict[str, np.ndarray] | None = None,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Grid over RRF k and the weighted-fusion weight on the tuning queries (nDCG@10)."""
-    grid: dict[str, float] = {}
-    best_k, best_w = 60, 0.3
-    for k in (5, 10, 20, 40, 60, 100):
-        grid[f"rrf_k={k}"] = evaluate(
-            service,
-            collection,
-            queries,
-            qrels,
-            tune_ids,
-            vectors,
-            mode="hybrid",
-            fusion="rrf",
-            rrf_k=k,
-            rerank=False,
-        )["ndcg@10"]
-        if grid[f"rrf_k={k}"] > grid.get(f"rrf_k={best_k}", -1):
-            best_k = k
-    for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        grid[f"weight={w}"] = evaluate(
-            service,
-            collection,
-            queries,
-            qrels,
-            tune_ids,
-            vectors,
-            mode="hybrid",
-            fusion="weighted",
-            weight=w,
-            rerank=False,
-        )["ndcg@10"]
-        if grid[f"weight={w}"] > grid.get(f"weight={best_w}", -1):
-            best_w = w
-    fusion = "rrf" if grid[f"rrf_k={best_k}"] >= grid[f"weight={best_w}"] else "weighted"
-    return {"rrf_k": best_k, "weight": best_w, "fusion": fusion}, grid
-
-
-def fit_dev_split(tune_ids: list[str]) -> tuple[list[str], list[str]]:
-    """Tuning half -> (fit, dev): the embedder and reranker learn from ``fit``; fusion and the rerank blend are
-    chosen on ``dev``, queries neither model has seen (so the blend does not favour an overfitted model)."""
-    fit = [q for q in tune_ids if id_byte(q, 1) % 5 != 0]
-    dev = [q for q in tune_ids if id_byte(q, 1) % 5 == 0]
-    return fit, dev
-
-
+# -- trained models -------------------------------------------------------------------------------------------
 def trained_model(
-    kind: str, args: argparse.Namespace, fit_ids: list[str], dev_ids: list[str]
+    kind: str, args: argparse.Namespace, fit: list[str], choose: list[str], **options: Any
 ) -> tuple[str | None, dict[str, Any]]:
-    """A domain-trained reranker or embedder: given on the command line, cached from an earlier run with the same
-    data and queries, or trained now with ``training``'s defaults (nDCG@10 before/after on ``dev_ids``)."""
+    """A reranker or embedder trained on ``fit`` (cached by data, queries, options and trainer defaults)."""
+    import inspect
+
+    from training import RetrieverManifest, train_embedder, train_reranker
+
     given = args.reranker if kind == "reranker" else args.embedder
     if given:
         return str(given), {"source": "given", "path": str(given)}
-    from training import train_embedder, train_reranker
-
     train = train_reranker if kind == "reranker" else train_embedder
     defaults = {n: p.default for n, p in inspect.signature(train).parameters.items() if n != "progress"}
+    source = inspect.getsource(sys.modules[train.__module__])
     key = hashlib.sha1(
-        f"{kind}|{args.dataset.resolve()}|{args.qrels.resolve()}|{','.join(fit_ids)}|{args.train_steps}|"
-        f"{sorted(defaults.items())}".encode()
+        f"{kind}|{args.dataset.resolve()}|{','.join(fit)}|{args.train_steps}|{sorted(defaults.items())}|{source}|"
+        f"{sorted(options.items())}".encode()
     ).hexdigest()[:12]
     out = CACHE / f"{kind}-{key}"
     if not (out / "config.json").is_file():
         if args.no_train:
             return None, {"source": "none (--no-train)"}
-        console.print(f"training the {kind} on {len(fit_ids)} tuning queries -> {out}")
-        try:
-            train(
-                args.dataset,
-                out,
-                train_query_ids=fit_ids,
-                eval_query_ids=dev_ids,
-                split=args.qrels.stem,
-                max_steps=args.train_steps,
-                progress=True,
-            )
-        except Exception as exc:  # report the other modes even when training breaks
-            logger.exception("%s training failed", kind)
-            return None, {"source": f"training failed: {type(exc).__name__}: {exc}"}
-    from training.retrievers.common import RetrieverManifest
-
+        console.print(f"training the {kind} on {len(fit)} queries -> {out}")
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train(
+            args.dataset,
+            tmp,
+            train_query_ids=fit,
+            eval_query_ids=choose,
+            split="train",
+            max_steps=args.train_steps,
+            progress=True,
+            **options,
+        )
+        tmp.rename(out)
     manifest = RetrieverManifest.read(out)
     return str(out), {
-        "source": "trained by this benchmark (cached)",
         "path": str(out),
         "train_queries": len(manifest.data.get("train_query_ids", [])),
-        "dev_ndcg10_before": round(manifest.metrics["ndcg10_before"], 4),
-        "dev_ndcg10_after": round(manifest.metrics["ndcg10_after"], 4),
+        "held_apart_ndcg10_before": round(manifest.metrics["ndcg10_before"], 4),
+        "held_apart_ndcg10_after": round(manifest.metrics["ndcg10_after"], 4),
+        **(
+            {"bm25_ndcg10": round(manifest.metrics["bm25_ndcg10"], 4)}
+            if "bm25_ndcg10" in manifest.metrics
+            else {}
+        ),
         "steps": manifest.metrics.get("steps"),
         "train_seconds": manifest.metrics.get("wall_seconds"),
         "hyperparameters": manifest.hyperparameters,
     }
 
 
-def encode_cached(
-    service: RetrievalService, spec: Any, chunks: list[Chunk], dataset: Path
-) -> dict[str, np.ndarray]:
-    """Chunk vectors of ``spec``'s embedder, cached across runs (encoding the corpus takes minutes here)."""
-    model_path = resolve_model(spec.embedding_model, ModelSettings())
-    tag = f"{dataset.resolve()}|{spec.chunking.model_dump_json()}"
-    if spec.embedding_precision != "float32":
-        tag += f"|{spec.embedding_precision}"
-    cache_path = cache_file(model_path, tag)
-    cache = load_cache(cache_path)
-    missing = [c for c in chunks if c.id not in cache]
-    if missing:
-        with Progress(console=console) as bar:
-            task = bar.add_task(
-                f"encoding {len(missing)} chunks (cached in {cache_path})", total=len(missing)
-            )
-            for s in range(0, len(missing), 512):
-                block = missing[s : s + 512]
-                vecs = service.encode_chunks(spec, block)
-                cache.update({c.id: v for c, v in zip(block, vecs, strict=True)})
-                save_cache(cache_path, cache)
-                bar.update(task, completed=s + len(block))
-    return cache
+# -- latency through the gateway ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def engine_beside(enabled: bool) -> Iterator[str | None]:
+    """A real vLLM engine (the configured base model), idle, on this machine while the gateway is measured."""
+    if not enabled:
+        yield None
+        return
+    from bench.serving import free_port
+    from serving.engine import EngineProcess, EngineSettings
+
+    base = resolve_model("smollm2-135m-instruct", ModelSettings())
+    proc = EngineProcess(EngineSettings(port=free_port()), base, "smollm2-135m-instruct")
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc.url
+    finally:
+        proc.stop()
 
 
-def memoize_scores(reranker: Any) -> None:
-    """Cross-encoder scores per (query, passage) kept for the run: the blend grid rescores the same pairs."""
-    score, memo = reranker.score, {}
+def gateway_latency(
+    state: Path, settings: RetrievalSettings, collection: str, texts: list[str], engine_url: str | None
+) -> dict[str, Any]:
+    """p50/p95 ms of ``POST /v1/retrieve`` (hybrid, top 10) end to end: HTTP, query embedding, search."""
+    import httpx
 
-    def cached(query: str, passages: list[str], batch_size: int = 32) -> np.ndarray:
-        todo = [p for p in dict.fromkeys(passages) if (query, p) not in memo]
-        if todo:
-            memo.update(zip(((query, p) for p in todo), score(query, todo, batch_size).tolist(), strict=True))
-        return np.asarray([memo[(query, p)] for p in passages], dtype=np.float32)
+    from bench.serving import free_port
+    from ragswap.config import Settings
+    from serving.engine import EngineSettings
+    from serving.server import BackgroundGateway
+    from serving.settings import ServerSettings
 
-    reranker.score = cached
-
-
-def tuned_pipeline(
-    args: argparse.Namespace,
-    service: RetrievalService,
-    docs: list[Document],
-    queries: dict[str, str],
-    qrels: dict[str, dict[str, int]],
-    tune_ids: list[str],
-    eval_ids: list[str],
-    bm25: Bm25Settings,
-) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, Any]]:
-    """The domain-tuned pipeline: trained embedder (its own collection), BM25, fusion chosen on dev queries, and
-    the trained cross-encoder blended with the fused score (blend weight chosen on dev queries)."""
-    from retrieval.models import load_reranker
-
-    fit_ids, dev_ids = fit_dev_split(tune_ids)
-    embedder, embedder_info = trained_model("embedder", args, fit_ids, dev_ids)
-    reranker, reranker_info = trained_model("reranker", args, fit_ids, dev_ids)
-    info: dict[str, Any] = {
-        "fit_queries": len(fit_ids),
-        "dev_queries": len(dev_ids),
-        "embedder": embedder_info,
-        "reranker": reranker_info,
-    }
-    quality: dict[str, dict[str, float]] = {}
-    collection, vectors = "corpus", QUERY_VECTORS
-    if embedder:
-        spec = service.create_collection("corpus_tuned", embedding_model=embedder, bm25=bm25)
-        chunks = service.chunk_documents(spec, docs)
-        service.ingest(spec.name, docs, vectors=encode_cached(service, spec, chunks, args.dataset))
-        judged = sorted(qrels)
-        vectors = dict(zip(judged, service.embedder(spec).encode([queries[q] for q in judged]), strict=True))
-        collection = spec.name
-        quality["dense_tuned"] = evaluate(
-            service, collection, queries, qrels, eval_ids, vectors, **mode_options("dense_tuned", {})
-        )
-    tuned, grid = tune_fusion(service, collection, queries, qrels, dev_ids, vectors)
-    tuned.update(rerank_depth=args.rerank_depth, bm25=bm25.model_dump())
-    info.update({"collection": collection, "fusion_grid_dev_ndcg@10": grid})
-    quality["hybrid_tuned"] = evaluate(
-        service, collection, queries, qrels, eval_ids, vectors, **mode_options("hybrid_tuned", tuned)
+    gw_settings = Settings(
+        engine=EngineSettings(urls=[engine_url or "http://127.0.0.1:9"]),
+        server=ServerSettings(port=free_port(), state_dir=state, api_keys=["sk-bench-0123456789"]),
+        retrieval=settings,
     )
-    if reranker:
-        service.settings = service.settings.model_copy(update={"reranker": reranker})
-        memoize_scores(load_reranker(reranker, service.models))
-        blend: dict[str, float] = {}
-        for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
-            options = mode_options("hybrid_rerank", {**tuned, "rerank_weight": w})
-            blend[f"rerank_weight={w}"] = evaluate(
-                service, collection, queries, qrels, dev_ids, vectors, **options
-            )["ndcg@10"]
-        best = max(blend, key=lambda k: blend[k])
-        tuned["rerank_weight"] = float(best.split("=")[1])
-        info["blend_grid_dev_ndcg@10"] = blend
-        quality["hybrid_rerank"] = evaluate(
-            service, collection, queries, qrels, eval_ids, vectors, **mode_options("hybrid_rerank", tuned)
-        )
-        del load_reranker(reranker, service.models).score  # latency runs must pay for every score
-    info["tuned"] = tuned
-    return tuned, quality, info
-
-
-def ingest_throughput(service: RetrievalService, chunks: list[Chunk], model_path: str) -> dict[str, float]:
-    """Same chunks, side by side: the full ingest path (encode + Qdrant + index rebuild) vs ``encode`` alone, and
-    the ingest path of an ``int8`` collection."""
-    from sentence_transformers import SentenceTransformer
-
-    texts = [c.text for c in chunks]
-    raw = SentenceTransformer(model_path, device="cpu")
-    raw.encode(texts[:64], batch_size=64)
-    start = time.perf_counter()
-    raw.encode(texts, batch_size=service.settings.batch_size, normalize_embeddings=True)
-    raw_s = time.perf_counter() - start
-    service.create_collection("throughput")
-    docs = [Document(f"t{i}", c.text, {}) for i, c in enumerate(chunks)]
-    start = time.perf_counter()
-    report = service.ingest("throughput", docs)
-    ingest_s = time.perf_counter() - start
-    spec8 = service.create_collection("throughput_int8", embedding_precision="int8")
-    service.embedder(spec8).encode(texts[:64])  # load and warm it outside the timing, like the others
-    start = time.perf_counter()
-    report8 = service.ingest("throughput_int8", docs)
-    ingest8_s = time.perf_counter() - start
+    gateway = BackgroundGateway(gw_settings)
+    gateway.start()
+    try:
+        headers = {"Authorization": "Bearer sk-bench-0123456789"}
+        with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as http:
+            for text in texts[:5]:
+                http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
+            times = []
+            for text in texts:
+                start = time.perf_counter()
+                r = http.post("/v1/retrieve", json={"collection": collection, "query": text, "top_k": 10})
+                times.append((time.perf_counter() - start) * 1000)
+                r.raise_for_status()
+    finally:
+        gateway.stop()
     return {
-        "chunks": report.chunks_added,
-        "ingest_chunks_per_s": round(report.chunks_added / ingest_s, 1),
-        "raw_encode_chunks_per_s": round(len(texts) / raw_s, 1),
-        "ingest_int8_chunks_per_s": round(report8.chunks_added / ingest8_s, 1),
+        "p50": round(percentile(times, 50), 2),
+        "p95": round(percentile(times, 95), 2),
+        "engine_beside": engine_url is not None,
+        "query_threads": settings.query_threads,
     }
 
 
-def int8_quality(
+# -- scale ----------------------------------------------------------------------------------------------------
+def scale_bench(
     service: RetrievalService,
+    spec: CollectionSpec,
     docs: list[Document],
-    queries: dict[str, str],
-    qrels: dict[str, dict[str, int]],
-    eval_ids: list[str],
-    tuned: dict[str, Any],
-    bm25: Bm25Settings,
-    dataset: Path,
-) -> dict[str, dict[str, float]]:
-    """The off-the-shelf modes again on the corpus embedded (documents and queries) by the int8 embedder."""
-    spec = service.create_collection("corpus_int8", bm25=bm25, embedding_precision="int8")
-    chunks = service.chunk_documents(spec, docs)
-    service.ingest("corpus_int8", docs, vectors=encode_cached(service, spec, chunks, dataset))
-    vectors = dict(zip(eval_ids, service.embedder(spec).encode([queries[q] for q in eval_ids]), strict=True))
+    vectors: dict[str, np.ndarray],
+    query_texts: list[str],
+    query_vectors: list[np.ndarray],
+    target_chunks: int,
+    batch_chunks: int = 10_000,
+) -> dict[str, Any]:
+    """``target_chunks`` chunks written through the store layer in batches (sections of the real corpus, texts
+    recombined and vectors perturbed), ingest rate per batch, then hybrid search latency and memory."""
+    from retrieval import Bm25Encoder
+    from retrieval.store import PointData
+    from retrieval.types import Section
+
+    rng = random.Random(0)
+    nrng = np.random.default_rng(0)
+    base = service.sections(spec, docs)
+    spec = service.store.spec(spec.name)
+    bm25 = Bm25Encoder(spec.bm25)
+    sentences = [s for sec in base for s in sec.text.split(". ") if len(s) > 20]
+    name = "scale"
+    service.create_collection(name)
+    service.store.save_spec(service.store.spec(name).model_copy(update={"bm25": spec.bm25}))
+    rates: list[float] = []
+    written = 0
+    started = time.perf_counter()
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"writing {target_chunks} synthetic chunks", total=target_chunks)
+        n = 0
+        while written < target_chunks:
+            points: list[PointData] = []
+            batch = 0
+            while batch < batch_chunks and written + batch < target_chunks:
+                src = base[n % len(base)]
+                text = src.text if n < len(base) else ". ".join(rng.sample(sentences, 3 + len(src.chunks)))
+                chunk_vectors = np.stack([vectors[c.id] for c in src.chunks])
+                if n >= len(base):
+                    chunk_vectors = chunk_vectors + 0.6 * nrng.standard_normal(chunk_vectors.shape).astype(
+                        np.float32
+                    ) / np.sqrt(chunk_vectors.shape[1])
+                    chunk_vectors /= np.linalg.norm(chunk_vectors, axis=1, keepdims=True)
+                doc_id = f"s{n}"
+                section = Section(
+                    id=str(__import__("uuid").UUID(int=n + 1)),
+                    document_id=doc_id,
+                    index=0,
+                    text=text,
+                    start=0,
+                    end=len(text),
+                    chunks=tuple(
+                        c.__class__(f"{doc_id}-{i}", doc_id, i, text, 0, len(text), {})
+                        for i, c in enumerate(src.chunks)
+                    ),
+                    metadata={},
+                )
+                points.append(
+                    PointData(section, chunk_vectors.astype(np.float32), bm25.document(text), doc_id)
+                )
+                batch += len(src.chunks)
+                n += 1
+            t = time.perf_counter()
+            service.store.write(name, points, [])
+            rates.append(batch / (time.perf_counter() - t))
+            written += batch
+            bar.update(task, completed=written)
+    ingest_s = time.perf_counter() - started
+    tenth = max(1, len(rates) // 10)
+    first, last = float(np.mean(rates[:tenth])), float(np.mean(rates[-tenth:]))
+    search_only = latencies(service, name, query_texts, query_vectors, mode="hybrid")
+    e2e = latencies(service, name, query_texts, None, mode="hybrid")
+    info = getattr(service.store, "info", lambda _: {})(name)
+    disk = (
+        sum(p.stat().st_size for p in (Path(service.settings.path or "") / name).rglob("*") if p.is_file())
+        if service.settings.path
+        else None
+    )
     return {
-        m: evaluate(service, "corpus_int8", queries, qrels, eval_ids, vectors, **mode_options(m, tuned))
-        for m in ("dense", "hybrid_rrf", "hybrid_weighted")
+        "chunks": written,
+        "points": info.get("points"),
+        "batches": len(rates),
+        "batch_chunks": batch_chunks,
+        "ingest_seconds": round(ingest_s, 1),
+        "ingest_first_10pct_chunks_per_s": round(first, 1),
+        "ingest_last_10pct_chunks_per_s": round(last, 1),
+        "ingest_last_vs_first": round(last / first, 3),
+        "p50_ms": e2e["p50"],
+        "p95_ms": e2e["p95"],
+        "p50_ms_search_only": search_only["p50"],
+        "p95_ms_search_only": search_only["p95"],
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "disk_mb": round(disk / 2**20, 1) if disk else None,
+        "segments": info.get("segments"),
+        "indexed_vectors": info.get("indexed_vectors"),
+        "note": "sections of the real corpus written through the store layer (ChunkStore.write) with precomputed "
+        "vectors; past the corpus, texts are recombined sentences and vectors perturbed copies; rates include the "
+        "engine's indexing at the end of writes; p50/p95 hybrid with the query embedding, *_search_only without",
     }
 
 
-def scale_up(
-    service: RetrievalService, chunks: list[Chunk], vectors: np.ndarray, n: int, seed: int = 0
-) -> str:
-    """A synthetic collection of ``n`` chunks: real chunks recombined (texts) and jittered (vectors)."""
-    rng = random.Random(seed)
-    nrng = np.random.default_rng(seed)
-    spec = service.create_collection("scale")
-    sentences = [s for c in chunks for s in c.text.split(". ") if len(s) > 20]
-    out_chunks, out_vecs = [], np.empty((n, vectors.shape[1]), dtype=np.float32)
-    for i in range(n):
-        base = i % len(chunks)
-        text = chunks[base].text if i < len(chunks) else ". ".join(rng.sample(sentences, 4))
-        out_chunks.append(
-            Chunk(
-                id=str(__import__("uuid").UUID(int=i + 1)),
-                document_id=f"s{i // 2}",
-                index=i % 2,
-                text=text,
-                start=0,
-                end=len(text),
-                metadata={},
-            )
-        )
-        v = (
-            vectors[base]
-            + (0 if i < len(chunks) else 0.15)
-            * nrng.standard_normal(vectors.shape[1]).astype(np.float32)
-            / math.sqrt(vectors.shape[1])
-            * 4
-        )
-        out_vecs[i] = v / np.linalg.norm(v)
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"writing {n} synthetic chunks", total=1)
-        service.store.write(spec.name, out_chunks, out_vecs, [])
-        bar.update(task, completed=1)
-    return spec.name
-
-
+# -- main -----------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--dataset", type=Path, default=DEFAULT_DATA, help="BEIR folder (corpus.jsonl, queries.jsonl)"
-    )
-    parser.add_argument(
-        "--qrels", type=Path, default=None, help="qrels TSV (default DATASET/qrels/train.tsv)"
-    )
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATA / "scifact", help="BEIR folder")
+    parser.add_argument("--name", default=None, help="results name (default: retrieval, retrieval_<dataset>)")
     parser.add_argument(
         "--reranker", type=Path, default=None, help="a trained CrossEncoder directory to reuse"
     )
+    parser.add_argument("--embedder", type=Path, default=None, help="a trained SentenceTransformer to reuse")
     parser.add_argument(
-        "--embedder", type=Path, default=None, help="a domain-trained SentenceTransformer directory to reuse"
+        "--no-train", action="store_true", help="never train (the trained pipeline is skipped)"
     )
     parser.add_argument(
-        "--no-train", action="store_true", help="never train models (hybrid_rerank needs --reranker then)"
+        "--train-steps", type=int, default=-1, help="training steps (-1 = the trainers' defaults)"
     )
     parser.add_argument(
-        "--train-steps", type=int, default=-1, help="embedder/reranker training steps (-1 = their defaults)"
+        "--no-engine", action="store_true", help="measure /v1/retrieve without a vLLM engine beside"
     )
     parser.add_argument(
-        "--rerank-depth", type=int, default=30, help="fused candidates the cross-encoder rescores"
+        "--scale", type=int, default=0, help="chunks of the store bench (e.g. 1000000; 0 = skip)"
     )
-    parser.add_argument(
-        "--scale", type=int, default=100_000, help="chunks in the synthetic scale-up collection"
-    )
-    parser.add_argument("--latency-queries", type=int, default=100)
+    parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--throughput-chunks", type=int, default=1000)
     args = parser.parse_args()
-    args.qrels = args.qrels or args.dataset / "qrels" / "train.tsv"
     logging.basicConfig(level=logging.WARNING)
-
-    docs, queries, qrels = load_beir(args.dataset, args.qrels)
-    tune_ids, eval_ids = split(sorted(qrels))
-    console.print(
-        f"{len(docs)} documents, {len(qrels)} judged queries: {len(tune_ids)} tuning, {len(eval_ids)} evaluation"
-    )
-    models = ModelSettings()
-    model_path = resolve_model("all-minilm-l6-v2", models)
-
-    with tempfile.TemporaryDirectory(prefix="ragswap-bench-") as tmp:
-        settings = RetrievalSettings(path=Path(tmp) / "store")
-        service = RetrievalService(settings, models, Path(tmp))
-        chunks = service.chunk_documents(service.create_collection("corpus"), docs)
-        bm25, bm25_grid = tune_bm25(chunks, queries, qrels, tune_ids)
-        console.print(f"BM25 tuned on the tuning half: k1={bm25.k1} b={bm25.b}")
-        service.delete_collection("corpus")
-        spec = service.create_collection("corpus", bm25=bm25)
-        cache = encode_cached(service, spec, chunks, args.dataset)
-        start = time.perf_counter()
-        service.ingest("corpus", docs, vectors=cache)
-        console.print(
-            f"indexed {len(chunks)} chunks in {time.perf_counter() - start:.1f}s (vectors from cache)"
-        )
-
-        judged = sorted(qrels)
-        QUERY_VECTORS.update(
-            zip(judged, service.embedder(spec).encode([queries[q] for q in judged]), strict=True)
-        )
-        tuned, grid = tune_fusion(service, "corpus", queries, qrels, tune_ids)
-        tuned.update(rerank_depth=args.rerank_depth, bm25=bm25.model_dump())
-        grid = {**bm25_grid, **grid}
-        console.print(f"tuned on the tuning half: {tuned}")
-        rng = random.Random(1)
-        lat_ids = rng.sample(eval_ids, min(args.latency_queries, len(eval_ids)))
-        lat_texts = [queries[q] for q in lat_ids]
-        lat_vecs = [QUERY_VECTORS[q] for q in lat_ids]
-        quality: dict[str, dict[str, float]] = {}
-        lat_5k: dict[str, dict[str, float]] = {}
-        lat_100k: dict[str, dict[str, float]] = {}
-        base_modes = [m for m in MODES if m != "hybrid_rerank"]
-        for m in base_modes:
-            quality[m] = evaluate(service, "corpus", queries, qrels, eval_ids, **mode_options(m, tuned))
-            lat_5k[m] = latencies(service, "corpus", lat_texts, **mode_options(m, tuned))
-            ONLY_5K[m] = latencies(service, "corpus", lat_texts, lat_vecs, **mode_options(m, tuned))
-            console.print(f"{m}: {quality[m]} {lat_5k[m]}")
-
-        INT8_QUALITY.update(int8_quality(service, docs, queries, qrels, eval_ids, tuned, bm25, args.dataset))
-        console.print(f"int8 embedder: {INT8_QUALITY}")
-        throughput: dict[str, float] = {}
-        pipeline_info: dict[str, Any] = {"status": "pending (trained and measured last)"}
-        report(
-            args,
-            docs,
-            chunks,
-            tune_ids,
-            eval_ids,
-            tuned,
-            grid,
-            pipeline_info,
-            quality,
-            lat_5k,
-            lat_100k,
-            throughput,
-            len(lat_texts),
-        )
-        sample = random.Random(2).sample(chunks, min(args.throughput_chunks, len(chunks)))
-        throughput = ingest_throughput(service, sample, model_path)
-        console.print(f"throughput: {throughput}")
-        report(
-            args,
-            docs,
-            chunks,
-            tune_ids,
-            eval_ids,
-            tuned,
-            grid,
-            pipeline_info,
-            quality,
-            lat_5k,
-            lat_100k,
-            throughput,
-            len(lat_texts),
-        )
-
-        matrix = np.stack([cache[c.id] for c in chunks])
-        scale_name = scale_up(service, chunks, matrix, args.scale)
-        for m in base_modes:
-            lat_100k[m] = latencies(service, scale_name, lat_texts, **mode_options(m, tuned))
-            ONLY_100K[m] = latencies(service, scale_name, lat_texts, lat_vecs, **mode_options(m, tuned))
-        report(
-            args,
-            docs,
-            chunks,
-            tune_ids,
-            eval_ids,
-            tuned,
-            grid,
-            pipeline_info,
-            quality,
-            lat_5k,
-            lat_100k,
-            throughput,
-            len(lat_texts),
-        )
-
-        tuned_p, tuned_quality, pipeline_info = tuned_pipeline(
-            args, service, docs, queries, qrels, tune_ids, eval_ids, bm25
-        )
-        quality.update(tuned_quality)
-        if "hybrid_rerank" in quality:
-            options = mode_options("hybrid_rerank", tuned_p)
-            lat_5k["hybrid_rerank"] = latencies(
-                service, pipeline_info["collection"], lat_texts[:20], **options
-            )
-            lat_100k["hybrid_rerank"] = latencies(service, scale_name, lat_texts[:20], **options)
-        for m in ("dense_tuned", "hybrid_tuned"):
-            if m in quality:
-                lat_5k[m] = latencies(
-                    service, pipeline_info["collection"], lat_texts, **mode_options(m, tuned_p)
-                )
-        report(
-            args,
-            docs,
-            chunks,
-            tune_ids,
-            eval_ids,
-            tuned,
-            grid,
-            pipeline_info,
-            quality,
-            lat_5k,
-            lat_100k,
-            throughput,
-            len(lat_texts),
-        )
-        service.close()
-
-
-def report(
-    args: argparse.Namespace,
-    docs: list[Document],
-    chunks: list[Chunk],
-    tune_ids: list[str],
-    eval_ids: list[str],
-    tuned: dict[str, Any],
-    grid: dict[str, float],
-    pipeline_info: dict[str, Any],
-    quality: dict[str, dict[str, float]],
-    lat_5k: dict[str, dict[str, float]],
-    lat_100k: dict[str, dict[str, float]],
-    throughput: dict[str, float],
-    n_latency: int,
-) -> None:
-    modes = [m for m in [*MODES, "dense_tuned", "hybrid_tuned"] if m in quality]
-
-    def vs_raw_encode(key: str) -> float | None:
-        return round(throughput[key] / throughput["raw_encode_chunks_per_s"], 3) if throughput else None
-
+    started = time.perf_counter()
+    name = args.name or ("retrieval" if args.dataset.name == "scifact" else f"retrieval_{args.dataset.name}")
+    data = load_beir(args.dataset, "train")
+    dev = load_beir(args.dataset, "dev") if (args.dataset / "qrels" / "dev.tsv").is_file() else None
+    qrels = {**data.qrels, **(dev.qrels if dev else {})}
+    split = splits(args, data, dev)
+    docs = data.documents()
     payload: dict[str, Any] = {
         "dataset": str(args.dataset),
-        "qrels": str(args.qrels),
         "documents": len(docs),
-        "chunks": len(chunks),
-        "split": {
-            "method": "sha1(query id)[0] % 2: even = tuning, odd = evaluation",
-            "tuning_queries": len(tune_ids),
-            "evaluation_queries": len(eval_ids),
-            "reported_on": "evaluation half; everything learned or tuned used the tuning half only",
+        "split": {k: len(v) for k, v in split.items()}
+        | {
+            "method": "qrels/train.tsv halved by sha1(query id)[0] % 2 (even tunes, odd is reported; inside the "
+            "tuning half sha1[1] % 5 == 0 chooses, the rest trains)"
+            if dev is None
+            else "qrels/train.tsv tunes (a third of it, sha1[2] % 3 == 0, trains the models); qrels/dev.tsv halved by "
+            "sha1(query id)[0] % 2 (even chooses, odd is reported)",
+            "reported_on": "eval",
         },
-        "modes": {
-            "bm25/dense/hybrid_rrf/hybrid_weighted": "off-the-shelf all-MiniLM-L6-v2 + BM25, BM25 k1/b and "
-            "fusion tuned on the tuning half",
-            "dense_tuned/hybrid_tuned": "embedder fine-tuned on the tuning half's fit queries (training."
-            "train_embedder); hybrid fusion chosen on its dev queries",
-            "hybrid_rerank": "hybrid_tuned, then the cross-encoder trained on the fit queries (training."
-            "train_reranker) rescores the top rerank_depth, blended with the fused score (weight chosen on dev)",
-        },
-        "tuned": tuned,
-        "tuning_grid_ndcg@10": grid,
-        "tuned_pipeline": pipeline_info,
-        "ndcg@10": {m: quality[m]["ndcg@10"] for m in modes},
-        "recall@100": {m: quality[m]["recall@100"] for m in modes},
-        "mrr@10": {m: quality[m]["mrr@10"] for m in modes},
-        "p50_ms_5k": {m: lat_5k[m]["p50"] for m in modes},
-        "p95_ms_5k": {m: lat_5k[m]["p95"] for m in modes},
-        "p50_ms_100k": {m: lat_100k[m]["p50"] for m in modes if m in lat_100k},
-        "p95_ms_100k": {m: lat_100k[m]["p95"] for m in modes if m in lat_100k},
-        "p50_ms_5k_search_only": {m: v["p50"] for m, v in ONLY_5K.items()},
-        "p95_ms_5k_search_only": {m: v["p95"] for m, v in ONLY_5K.items()},
-        "p50_ms_100k_search_only": {m: v["p50"] for m, v in ONLY_100K.items()},
-        "p95_ms_100k_search_only": {m: v["p95"] for m, v in ONLY_100K.items()},
-        "latency_note": "end to end per query (query embedding + search + fusion [+ cross-encoder over rerank_depth]), "
-        f"{n_latency} evaluation queries (20 for hybrid_rerank), embedded store, one process; *_search_only: the same with the query embedding "
-        "precomputed (index, fusion and payload lookup alone); 5k = the corpus; "
-        f"100k = synthetic scale-up of {args.scale} chunks (real chunks recombined, vectors jittered)",
-        "ingest_chunks_per_s": throughput.get("ingest_chunks_per_s"),
-        "raw_encode_chunks_per_s": throughput.get("raw_encode_chunks_per_s"),
-        "ingest_vs_raw_encode": vs_raw_encode("ingest_chunks_per_s"),
-        "ingest_int8_chunks_per_s": throughput.get("ingest_int8_chunks_per_s"),
-        "ingest_int8_vs_raw_encode": vs_raw_encode("ingest_int8_chunks_per_s"),
-        "ndcg@10_int8": {m: v["ndcg@10"] for m, v in INT8_QUALITY.items()},
-        "ndcg@10_int8_minus_float32": {
-            m: round(v["ndcg@10"] - quality[m]["ndcg@10"], 4) for m, v in INT8_QUALITY.items()
-        },
-        "int8_note": "embedding_precision=int8: the same embedder with PyTorch dynamic int8 linear layers, "
-        "documents and queries; quality on the evaluation half with the tuning half's BM25 and fusion",
-        "throughput_note": f"the same {throughput.get('chunks')} corpus chunks: full ingest (chunk, encode, Qdrant write, "
-        "index rebuild) vs SentenceTransformer.encode alone, same batch size, one after the other",
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "machine": machine(),
     }
-    path = write_results("retrieval", payload)
-    table = Table(
-        "mode",
-        "nDCG@10",
-        "R@100",
-        "MRR@10",
-        "p50 5k ms",
-        "p95 5k ms",
-        "p50 100k ms",
-        title="retrieval (evaluation half)",
+    console.print(f"{len(docs)} documents; queries: {payload['split']}")
+
+    def report() -> None:
+        payload["bench_seconds"] = round(time.perf_counter() - started, 1)
+        payload["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        path = write_results(name, payload)
+        print_table(payload, path)
+
+    with tempfile.TemporaryDirectory(prefix="ragswap-bench-") as tmp:
+        settings = RetrievalSettings(path=Path(tmp) / "collections")
+        service = RetrievalService(settings, ModelSettings(), Path(tmp))
+        from retrieval.store.edge import engine_version
+
+        payload["engine"] = {"backend": "embedded (Qdrant Edge)", "version": engine_version()}
+        spec = service.create_collection("corpus")
+        vectors = encode_cached(service, spec, docs, data.fingerprint)
+        start = time.perf_counter()
+        report_ = service.ingest("corpus", docs, vectors=vectors)
+        payload["index_seconds_cached_vectors"] = round(time.perf_counter() - start, 2)
+        spec = service.store.spec("corpus")
+        payload["chunks"] = report_.chunks_added
+        payload["sections"] = len(service.sections(spec, docs))
+        payload["defaults"] = {
+            "chunking": spec.chunking.model_dump(),
+            "bm25": spec.bm25.model_dump(),
+            "search": service.settings.search.model_dump(),
+        }
+        judged = sorted(qrels)
+        qvec = dict(
+            zip(judged, service.embedder(spec).encode([data.queries[q] for q in judged]), strict=True)
+        )
+        payload["defaults_ndcg@10"] = {}
+        payload["quality_defaults"] = {}
+        for mode, options in MODES.items():
+            payload["quality_defaults"][mode] = quality(
+                service, "corpus", data.queries, qrels, split["eval"], qvec, **options
+            )
+            payload["defaults_ndcg@10"][mode] = payload["quality_defaults"][mode]["ndcg@10"]
+            console.print(f"defaults {mode}: {payload['quality_defaults'][mode]}")
+        report()
+
+        # collections tune on the tuning queries (the eval queries choose nothing)
+        tune_ids = split["tune"]
+        with Progress(console=console) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(f"tune: {stage}", total=total or None)
+                bar.update(tasks[stage], completed=done, total=total or None)
+
+            tuned = tune_collection(
+                service,
+                "corpus",
+                {q: data.queries[q] for q in tune_ids},
+                {q: qrels[q] for q in tune_ids},
+                TuneOptions(held_out=0.3),
+                progress,
+            )
+        payload["tune_report"] = tuned.model_dump(exclude={"grid"})
+        payload["tune_grid"] = tuned.grid
+        payload["quality_tuned"] = {
+            "hybrid": quality(service, "corpus", data.queries, qrels, split["eval"], qvec)
+        }
+        payload["tuned_ndcg@10"] = {"hybrid": payload["quality_tuned"]["hybrid"]["ndcg@10"]}
+        console.print(f"tuned: {tuned.chosen} -> {payload['quality_tuned']}")
+        report()
+
+        # latency: search only and in process, then end to end through the gateway with an engine beside it
+        rng = random.Random(1)
+        lat_ids = rng.sample(split["eval"], min(args.latency_queries, len(split["eval"])))
+        texts = [data.queries[q] for q in lat_ids]
+        payload["latency_ms_5k_search_only"] = {
+            m: latencies(service, "corpus", texts, [qvec[q] for q in lat_ids], **o) for m, o in MODES.items()
+        }
+        payload["latency_ms_5k_in_process"] = {
+            m: latencies(service, "corpus", texts, None, **o) for m, o in MODES.items()
+        }
+        payload["throughput"] = throughput(service, docs, args.throughput_chunks)
+        report()
+        service.close()  # the gateway opens the same store
+        with engine_beside(not args.no_engine) as engine_url:
+            e2e = gateway_latency(Path(tmp), settings, "corpus", texts, engine_url)
+            payload["p50_ms_e2e_5k"], payload["p95_ms_e2e_5k"] = e2e["p50"], e2e["p95"]
+            payload["e2e_5k"] = e2e
+            more_threads = settings.model_copy(update={"query_threads": 0})
+            payload["e2e_5k_query_threads_default"] = gateway_latency(
+                Path(tmp), more_threads, "corpus", texts, engine_url
+            )
+        report()
+        service = RetrievalService(settings, ModelSettings(), Path(tmp))
+
+        if not args.no_train or args.embedder or args.reranker:
+            trained_pipeline(args, service, data, qrels, split, payload)
+            report()
+        if args.scale:
+            spec = service.store.spec("corpus")
+            payload["scale"] = scale_bench(
+                service, spec, docs, vectors, texts[:100], [qvec[q] for q in lat_ids[:100]], args.scale
+            )
+            report()
+        service.close()
+    report()
+
+
+def trained_pipeline(
+    args: argparse.Namespace,
+    service: RetrievalService,
+    data: BeirData,
+    qrels: dict[str, dict[str, int]],
+    split: dict[str, list[str]],
+    payload: dict[str, Any],
+) -> None:
+    """Embedder and reranker trained on ``fit``, the collection tuned on ``choose``, reported on ``eval``."""
+    embedder, embedder_info = trained_model("embedder", args, split["fit"], split["choose"])
+    # The cross-encoder starts from the trained embedder: it already knows the domain's vocabulary.
+    reranker, reranker_info = trained_model(
+        "reranker", args, split["fit"], split["choose"], **({"base_model": embedder} if embedder else {})
     )
-    for m in modes:
+    payload["trained_pipeline"] = {"embedder": embedder_info, "reranker": reranker_info}
+    if embedder is None:
+        return
+    docs = data.documents()
+    spec = service.create_collection("trained", embedding_model=embedder)
+    service.ingest("trained", docs, vectors=encode_cached(service, spec, docs, data.fingerprint))
+    judged = sorted(qrels)
+    qvec = dict(zip(judged, service.embedder(spec).encode([data.queries[q] for q in judged]), strict=True))
+    quality_trained: dict[str, Any] = {}
+    quality_trained["dense_trained"] = quality(
+        service, "trained", data.queries, qrels, split["eval"], qvec, mode="dense"
+    )
+    quality_trained["hybrid_trained"] = quality(
+        service, "trained", data.queries, qrels, split["eval"], qvec, mode="hybrid", rerank=False
+    )
+    if reranker is not None:
+        service.settings = service.settings.model_copy(update={"reranker": reranker})
+    choose = split["choose"]
+    tuned = tune_collection(
+        service,
+        "trained",
+        {q: data.queries[q] for q in choose},
+        {q: qrels[q] for q in choose},
+        TuneOptions(held_out=0.3, min_tuning=20, min_held_out=10),
+    )
+    payload["trained_pipeline"]["tune_report"] = tuned.model_dump(exclude={"grid"})
+    quality_trained["hybrid_trained_tuned"] = quality(
+        service, "trained", data.queries, qrels, split["eval"], qvec, rerank=False
+    )
+    if reranker is not None:
+        quality_trained["hybrid_rerank"] = quality(
+            service, "trained", data.queries, qrels, split["eval"], qvec
+        )
+        rng = random.Random(1)
+        ids = rng.sample(split["eval"], min(30, len(split["eval"])))
+        payload["latency_ms_5k_rerank"] = latencies(service, "trained", [data.queries[q] for q in ids], None)
+    payload["quality_trained"] = quality_trained
+    payload["tuned_ndcg@10"].update({m: v["ndcg@10"] for m, v in quality_trained.items()})
+    console.print(f"trained pipeline: {quality_trained}")
+
+
+def throughput(service: RetrievalService, docs: list[Document], n_chunks: int) -> dict[str, float]:
+    """The same chunks, side by side: the full ingest path (chunk, encode, Edge write) vs ``encode`` alone."""
+    from sentence_transformers import SentenceTransformer
+
+    spec = service.create_collection("throughput")
+    chunks = random.Random(2).sample(service.chunk_documents(spec, docs), n_chunks)
+    texts = [c.text for c in chunks]
+    raw = SentenceTransformer(resolve_model(spec.embedding_model, ModelSettings()), device="cpu")
+    raw.encode(texts[:64], batch_size=64)
+    start = time.perf_counter()
+    raw.encode(texts, batch_size=service.settings.batch_size, normalize_embeddings=True)
+    raw_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = service.ingest("throughput", [Document(f"t{i}", t) for i, t in enumerate(texts)])
+    ingest_s = time.perf_counter() - start
+    service.delete_collection("throughput")
+    return {
+        "chunks": report.chunks_added,
+        "ingest_chunks_per_s": round(report.chunks_added / ingest_s, 1),
+        "raw_encode_chunks_per_s": round(len(texts) / raw_s, 1),
+        "ingest_vs_raw_encode": round((report.chunks_added / ingest_s) / (len(texts) / raw_s), 3),
+    }
+
+
+def print_table(payload: dict[str, Any], path: Path) -> None:
+    table = Table(
+        "mode", "nDCG@10", "R@100", "MRR@10", "95% CI nDCG", title=f"{payload['dataset']} (reported queries)"
+    )
+    rows = {**{f"{m} (defaults)": v for m, v in payload.get("quality_defaults", {}).items()}}
+    rows.update({f"{m} (tuned)": v for m, v in payload.get("quality_tuned", {}).items()})
+    rows.update(payload.get("quality_trained", {}))
+    for m, v in rows.items():
+        ci = v.get("ndcg@10_ci95", ["", ""])
         table.add_row(
-            m,
-            f"{quality[m]['ndcg@10']:.4f}",
-            f"{quality[m]['recall@100']:.4f}",
-            f"{quality[m]['mrr@10']:.4f}",
-            f"{lat_5k[m]['p50']:.1f}",
-            f"{lat_5k[m]['p95']:.1f}",
-            f"{lat_100k.get(m, {}).get('p50', float('nan')):.1f}",
+            m, f"{v['ndcg@10']:.4f}", f"{v['recall@100']:.4f}", f"{v['mrr@10']:.4f}", f"[{ci[0]}, {ci[1]}]"
         )
     console.print(table)
-    console.print(
-        f"ingest {payload['ingest_chunks_per_s']} chunks/s vs raw encode {payload['raw_encode_chunks_per_s']} "
-        f"chunks/s = {payload['ingest_vs_raw_encode']}; int8 ingest {payload['ingest_int8_chunks_per_s']} "
-        f"chunks/s = {payload['ingest_int8_vs_raw_encode']}; int8 nDCG@10 - float32: "
-        f"{payload['ndcg@10_int8_minus_float32']}; wrote {path}"
-    )
+    lat = {k: payload[k] for k in ("p50_ms_e2e_5k", "p95_ms_e2e_5k") if k in payload}
+    if lat:
+        console.print(f"/v1/retrieve hybrid end to end: {lat}")
+    if "scale" in payload:
+        s = payload["scale"]
+        console.print(
+            f"scale: {s['chunks']} chunks, ingest last/first {s['ingest_last_vs_first']}, p50 {s['p50_ms']} ms "
+            f"(search only {s['p50_ms_search_only']}), rss {s['rss_mb']} MB"
+        )
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

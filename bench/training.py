@@ -127,8 +127,8 @@ def bench_facts(n_facts: int, epochs: float, workdir: Path) -> dict[str, Any]:
 
 
 def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, Any]:
+    from retrieval import load_beir, split_queries
     from training import train_embedder, train_reranker
-    from training.retrievers.beir import load_beir, split_queries
 
     train_ids, eval_ids = split_queries(list(load_beir(data_dir).qrels), 0.5, seed=42)
     options: dict[str, Any] = {"max_corpus_docs": 1500} if quick else {}

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from retrieval.settings import ChunkingSettings
-from retrieval.types import Chunk, Document
+from retrieval.types import Chunk, Document, Section
 
 Span = tuple[int, int]
 _NAMESPACE = uuid.UUID("5b0c8c8e-7a52-4a8e-9d0c-2f1f3d4c6a10")
+_SECTION_NAMESPACE = uuid.UUID("a4e1f0b2-3c5d-4e6f-8a9b-0c1d2e3f4a5b")
 _HEADING = re.compile(r"(?m)^(?=#{1,6}\s)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
@@ -38,6 +39,11 @@ def chunk_id(document_id: str, start: int, text: str, metadata: dict[str, Any] |
     is a no-op, while changed text or metadata gives new ids (so the chunk is rewritten)."""
     meta = json.dumps(metadata or {}, sort_keys=True, default=str)
     return str(uuid.uuid5(_NAMESPACE, f"{document_id}\x00{start}\x00{text}\x00{meta}"))
+
+
+def section_id(document_id: str, chunk_ids: Sequence[str]) -> str:
+    """Deterministic id of a section: its document and exactly its chunks (so their content and metadata)."""
+    return str(uuid.uuid5(_SECTION_NAMESPACE, "\x00".join([document_id, *chunk_ids])))
 
 
 class TokenMeter:
@@ -92,38 +98,75 @@ def _split_at(pattern: re.Pattern[str], text: str, span: Span) -> list[Span]:
 
 
 def recursive_spans(text: str, meter: TokenMeter, size: int, overlap: int) -> list[Span]:
-    """Split on headings, then paragraphs, then sentences, merging neighbours up to ``size`` tokens."""
+    """Split on headings, then paragraphs, then sentences, merging neighbours up to ``size`` tokens.
 
-    def fits(span: Span) -> bool:
-        return meter.count(text[span[0] : span[1]]) <= size
+    Headings are hard boundaries: sections are merged only whole. Inside a section that must be split, the pieces
+    of every deeper level are packed greedily in order, so a short title or lead paragraph joins the sentences
+    that follow it instead of becoming a chunk of its own. Packing aims at equal chunk sizes (a section of 300
+    tokens becomes two chunks of ~150, not 254 + 46): a short tail chunk would be a weak unit for both the
+    embedder and BM25.
+    """
 
-    def go(span: Span, level: int) -> list[Span]:
-        if fits(span):
+    def tokens(span: Span) -> int:
+        return meter.count(text[span[0] : span[1]])
+
+    def pieces(span: Span, level: int) -> list[Span]:
+        """Spans no larger than ``size``: split at ``level`` and deeper, each piece recursively, unmerged."""
+        if tokens(span) <= size:
             return [span]
         if level >= len(_LEVELS):
             return fixed_spans(text, meter, size, overlap, span)
         parts = _split_at(_LEVELS[level], text, span)
         if len(parts) <= 1:
-            return go(span, level + 1)
+            return pieces(span, level + 1)
+        return [p for part in parts for p in pieces(part, level + 1)]
+
+    def pack(units: list[Span], total: int) -> list[Span]:
+        """Consecutive units merged greedily towards ``total / ceil(total / size)`` tokens per chunk."""
+        target = total / max(1, -(-total // size))
         out: list[Span] = []
         current: Span | None = None
-        for part in parts:
-            if not fits(part):
-                if current:
-                    out.append(current)
-                    current = None
-                out.extend(go(part, level + 1))
-            elif current and fits((current[0], part[1])):
-                current = (current[0], part[1])
+        for unit in units:
+            if current is None:
+                current = unit
+                continue
+            merged = (current[0], unit[1])
+            if tokens(merged) <= size and tokens(current) < target:
+                current = merged
             else:
-                if current:
-                    out.append(current)
-                current = part
-        if current:
+                out.append(current)
+                current = unit
+        if current is not None:
             out.append(current)
         return out
 
-    return go((0, len(text)), 0)
+    def section(span: Span) -> list[Span]:
+        if tokens(span) <= size:
+            return [span]
+        units = pieces(span, 1)
+        return pack(units, tokens(span))
+
+    whole = (0, len(text))
+    if tokens(whole) <= size:
+        return [whole]
+    sections = _split_at(_HEADING, text, whole)
+    out: list[Span] = []
+    current: Span | None = None
+    for part in sections:
+        if tokens(part) > size:
+            if current:
+                out.append(current)
+                current = None
+            out.extend(section(part))
+        elif current and tokens((current[0], part[1])) <= size:
+            current = (current[0], part[1])
+        else:
+            if current:
+                out.append(current)
+            current = part
+    if current:
+        out.append(current)
+    return out
 
 
 def semantic_spans(
@@ -215,3 +258,40 @@ class Chunker:
                 )
             )
         return chunks
+
+    def sections(self, document: Document) -> list[Section]:
+        """The document's chunks grouped into sections of at most ``section_tokens`` (the whole document when
+        it is that short); long documents are cut into sections of about equal size at chunk boundaries."""
+        chunks = self.chunk(document)
+        if not chunks:
+            return []
+        sizes = [self.meter.count(c.text) for c in chunks]
+        limit = max(self.settings.section_tokens, self.size)
+        total = sum(sizes)
+        target = total / max(1, -(-total // limit))
+        groups: list[list[int]] = [[]]
+        tokens = 0
+        for i, n in enumerate(sizes):
+            if groups[-1] and (tokens + n > limit or tokens >= target):
+                groups.append([])
+                tokens = 0
+            groups[-1].append(i)
+            tokens += n
+        sections = []
+        for index, group in enumerate(groups):
+            members = tuple(chunks[i] for i in group)
+            start, end = members[0].start, max(c.end for c in members)
+            metadata = {k: v for k, v in members[0].metadata.items() if k != "page"}
+            sections.append(
+                Section(
+                    id=section_id(document.id, [c.id for c in members]),
+                    document_id=document.id,
+                    index=index,
+                    text=document.text[start:end],
+                    start=start,
+                    end=end,
+                    chunks=members,
+                    metadata=metadata,
+                )
+            )
+        return sections

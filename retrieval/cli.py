@@ -1,4 +1,8 @@
-"""`ragswap` subcommands of the retrieval package: ``ingest``, ``search`` and ``collections``."""
+"""`ragswap` subcommands of the retrieval package: ``ingest``, ``search`` and ``collections`` (incl. ``tune``).
+
+They open the store in this process: the embedded store only while no gateway holds it (they say so and exit
+otherwise), a Qdrant server (``retrieval.url``) at any time.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +24,16 @@ collections_app = typer.Typer(help="Retrieval collections.", no_args_is_help=Tru
 
 
 def _service() -> RetrievalService:
+    """The service over the configured store; exits with the store's message when another process holds it."""
     from ragswap.config import load_settings
+    from retrieval.errors import StoreBusyError
     from retrieval.service import RetrievalService
 
     settings = load_settings()
-    return RetrievalService(settings.retrieval, settings.models, settings.server.state_dir)
+    try:
+        return RetrievalService(settings.retrieval, settings.models, settings.server.state_dir)
+    except StoreBusyError as exc:
+        raise _fail(exc) from exc
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -44,10 +53,7 @@ def ingest(
     from retrieval.errors import RetrievalError
     from retrieval.loaders import iter_paths, load_path
 
-    try:
-        service = _service()
-    except RetrievalError as exc:
-        raise _fail(exc) from exc
+    service = _service()
     try:
         service.ensure_collection(collection)
         docs = [doc for path in iter_paths(paths) for doc in load_path(path)]
@@ -72,7 +78,8 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k")] = None,
     mode: Annotated[str | None, typer.Option(help="dense, bm25 or hybrid.")] = None,
-    fusion: Annotated[str | None, typer.Option(help="rrf, weighted or dbsf.")] = None,
+    fusion: Annotated[str | None, typer.Option(help="dbsf, rrf or weighted.")] = None,
+    group_by: Annotated[str | None, typer.Option(help="document (one hit per document) or section.")] = None,
     rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank")] = None,
     rerank_weight: Annotated[
         float | None,
@@ -92,10 +99,7 @@ def search(
     from retrieval.filters import parse_filter
     from retrieval.search import SearchQuery
 
-    try:
-        service = _service()
-    except RetrievalError as exc:
-        raise _fail(exc) from exc
+    service = _service()
     try:
         q = SearchQuery.from_settings(
             service.settings.search,
@@ -103,6 +107,7 @@ def search(
             query,
             mode=mode,  # type: ignore[arg-type]
             fusion=fusion,  # type: ignore[arg-type]
+            group_by=group_by,  # type: ignore[arg-type]
             top_k=top_k,
             rerank=rerank,
             rerank_weight=rerank_weight,
@@ -118,6 +123,8 @@ def search(
             {
                 "chunk_id": h.chunk.id,
                 "document_id": h.chunk.document_id,
+                "start": h.chunk.start,
+                "end": h.chunk.end,
                 "score": h.score,
                 "scores": h.scores,
                 "text": h.chunk.text,
@@ -164,8 +171,16 @@ def collections_create(
     chunker: Annotated[str | None, typer.Option(help="fixed, recursive or semantic.")] = None,
     chunk_size: Annotated[int | None, typer.Option()] = None,
     chunk_overlap: Annotated[int | None, typer.Option()] = None,
+    section_tokens: Annotated[
+        int | None,
+        typer.Option(help="Longest document scored whole (tokens); longer ones are cut in sections."),
+    ] = None,
     k1: Annotated[float | None, typer.Option(help="BM25 k1.")] = None,
     b: Annotated[float | None, typer.Option(help="BM25 b.")] = None,
+    index: Annotated[
+        list[str] | None,
+        typer.Option(help="Payload index on a metadata key, KEY:keyword|integer|float|bool (repeatable)."),
+    ] = None,
 ) -> None:
     """Create an empty collection."""
     from pydantic import ValidationError
@@ -184,6 +199,7 @@ def collections_create(
                         "chunker": chunker,
                         "chunk_size": chunk_size,
                         "chunk_overlap": chunk_overlap,
+                        "section_tokens": section_tokens,
                     }.items()
                     if v is not None
                 },
@@ -195,8 +211,19 @@ def collections_create(
                 **{k: v for k, v in {"k1": k1, "b": b}.items() if v is not None},
             }
         )
+        indexes = {}
+        for item in index or []:
+            key, _, kind = item.partition(":")
+            if kind not in ("keyword", "integer", "float", "bool") or not key:
+                raise RetrievalError(f"--index {item!r}: expected KEY:keyword|integer|float|bool")
+            indexes[key] = kind
         spec = service.create_collection(
-            name, embedding_model=embedding_model, chunking=chunking, bm25=bm25, embedding_precision=precision
+            name,
+            embedding_model=embedding_model,
+            chunking=chunking,
+            bm25=bm25,
+            embedding_precision=precision,
+            payload_indexes=indexes,  # type: ignore[arg-type]
         )
     except (RetrievalError, ValidationError) as exc:
         raise _fail(exc) from exc
@@ -237,6 +264,65 @@ def collections_delete(name: str) -> None:
     finally:
         service.close()
     console.print(f"deleted {name}")
+
+
+@collections_app.command("tune")
+def collections_tune(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+    queries: Annotated[Path, typer.Option(help="Judged queries: BEIR queries.jsonl ({_id, text} per line).")],
+    qrels: Annotated[Path, typer.Option(help="Judgements: BEIR qrels TSV (query-id, corpus-id, score).")],
+    held_out: Annotated[float, typer.Option(help="Share of the queries held apart for the report.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Which queries are held apart.")] = 0,
+    bm25: Annotated[bool, typer.Option("--bm25/--no-bm25", help="Tune BM25 k1/b.")] = True,
+    rerank: Annotated[
+        bool, typer.Option("--rerank/--no-rerank", help="Tune the reranker's depth/weight.")
+    ] = True,
+    dry_run: Annotated[bool, typer.Option(help="Report what would be chosen; store nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Learn the collection's search settings from judged queries; report before/after on held-apart ones."""
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from retrieval.beir import read_qrels, read_queries
+    from retrieval.errors import RetrievalError
+    from retrieval.tune import METRICS, TuneOptions, tune_collection
+
+    try:
+        options = TuneOptions(held_out=held_out, seed=seed, bm25=bm25, rerank=rerank, dry_run=dry_run)
+        judged_queries, judgements = read_queries(queries), read_qrels(qrels)
+    except (RetrievalError, ValidationError) as exc:
+        raise _fail(exc) from exc
+    service = _service()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=not as_json) as bar:
+            tasks: dict[str, object] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total or None)
+                bar.update(tasks[stage], completed=done, total=total or None)  # type: ignore[arg-type]
+
+            report = tune_collection(service, name, judged_queries, judgements, options, progress)
+    except RetrievalError as exc:
+        raise _fail(exc) from exc
+    finally:
+        service.close()
+    if as_json:
+        console.print_json(report.model_dump_json())
+        return
+    table = Table("metric", "before", "after", title=f"{name}: {report.held_out_queries} held-apart queries")
+    for metric in METRICS:
+        b, a = report.before[metric], report.after[metric]
+        table.add_row(
+            metric, f"{b.mean:.4f} [{b.low:.3f}, {b.high:.3f}]", f"{a.mean:.4f} [{a.low:.3f}, {a.high:.3f}]"
+        )
+    console.print(table)
+    console.print(f"chosen on {report.tuning_queries} tuning queries: {json.dumps(report.chosen)}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    console.print("stored with the collection" if report.stored else "dry run: nothing stored")
 
 
 def register(app: typer.Typer) -> None:

@@ -42,3 +42,11 @@ class ModelLoadError(RetrievalError):
 
 class StoreBusyError(RetrievalError):
     """The embedded store is held open by another process."""
+
+
+class InvalidDatasetError(RetrievalError):
+    """A judged dataset (BEIR folder, queries or qrels) that cannot be read (400)."""
+
+
+class TuneRefusedError(RetrievalError):
+    """Too few judged queries to tune a collection honestly (400)."""

@@ -1,41 +1,50 @@
-"""A search request, independent of HTTP or CLI: the protocol layers convert into it."""
+"""A search request, independent of HTTP or CLI (the protocol layers convert into it), and its resolution.
+
+Each option a request leaves out is taken from the settings ``collections tune`` stored with the collection,
+then from the global search settings: :meth:`SearchQuery.resolve`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from retrieval.filters import MetadataFilter
-from retrieval.settings import FusionName, SearchMode, SearchSettings
+from retrieval.settings import FusionName, GroupBy, SearchMode, SearchSettings
+from retrieval.store import SearchOverrides
 
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """Everything one search needs; :meth:`from_settings` fills what the caller left out."""
+    """One search; ``None`` means "the collection's tuned value, else the default"."""
 
     collection: str
     query: str
-    mode: SearchMode = "hybrid"
-    fusion: FusionName = "rrf"
-    top_k: int = 5
-    candidates: int = 100
-    rrf_k: int = 60
-    weight: float = 0.3
+    mode: SearchMode | None = None
+    fusion: FusionName | None = None
+    top_k: int | None = None
+    candidates: int | None = None
+    rrf_k: int | None = None
+    weight: float | None = None
+    group_by: GroupBy | None = None
     rerank: bool | None = None
-    rerank_depth: int = 30
+    rerank_depth: int | None = None
     """Fused candidates the cross-encoder rescores."""
     rerank_weight: float | None = None
     """Share of the (min-max scaled) cross-encoder score in the final score; the rest is the first stage's.
-    ``None``: the reranker's recommended weight."""
+    ``None``: the collection's tuned weight, else the reranker's recommended one."""
     filter: MetadataFilter | None = None
     vector: np.ndarray | None = None
     """The query's embedding when the caller already has it (batch evaluations); computed otherwise."""
+    defaults: SearchSettings | None = None
+    """Fallbacks after the collection's tuned settings (``None``: the service's ``retrieval.search``)."""
 
     @classmethod
     def from_settings(
         cls,
-        settings: SearchSettings,
+        settings: SearchSettings | None,
         collection: str,
         query: str,
         *,
@@ -45,24 +54,71 @@ class SearchQuery:
         candidates: int | None = None,
         rrf_k: int | None = None,
         weight: float | None = None,
+        group_by: GroupBy | None = None,
         rerank: bool | None = None,
         rerank_depth: int | None = None,
         rerank_weight: float | None = None,
         filter: MetadataFilter | None = None,
         vector: np.ndarray | None = None,
     ) -> SearchQuery:
+        """A query whose unset options fall back to the collection's tuned settings, then to ``settings``."""
         return cls(
             collection=collection,
             query=query,
-            mode=mode or settings.mode,
-            fusion=fusion or settings.fusion,
-            top_k=top_k or settings.top_k,
-            candidates=candidates or settings.candidates,
-            rrf_k=rrf_k or settings.rrf_k,
-            weight=settings.weight if weight is None else weight,
-            rerank=settings.rerank if rerank is None else rerank,
-            rerank_depth=rerank_depth or settings.rerank_depth,
-            rerank_weight=settings.rerank_weight if rerank_weight is None else rerank_weight,
+            mode=mode,
+            fusion=fusion,
+            top_k=top_k,
+            candidates=candidates,
+            rrf_k=rrf_k,
+            weight=weight,
+            group_by=group_by,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            rerank_weight=rerank_weight,
             filter=filter,
             vector=vector,
+            defaults=settings,
         )
+
+    def resolve(self, tuned: SearchOverrides, settings: SearchSettings) -> ResolvedQuery:
+        """Every option concrete: the request's value, else the collection's tuned one, else the default."""
+        base = self.defaults or settings
+        values: dict[str, Any] = {}
+        for f in fields(ResolvedQuery):
+            if f.name in ("collection", "query"):
+                continue
+            own = getattr(self, f.name, None)
+            if own is not None or f.name in ("filter", "vector", "rerank", "rerank_weight"):
+                values[f.name] = own
+            elif getattr(tuned, f.name, None) is not None:
+                values[f.name] = getattr(tuned, f.name)
+            else:
+                values[f.name] = getattr(base, f.name)
+        if values["rerank"] is None:
+            values["rerank"] = base.rerank
+        if values["rerank_weight"] is None:
+            values["rerank_weight"] = (
+                tuned.rerank_weight if tuned.rerank_weight is not None else base.rerank_weight
+            )
+        return ResolvedQuery(collection=self.collection, query=self.query, **values)
+
+
+@dataclass(frozen=True)
+class ResolvedQuery:
+    """A :class:`SearchQuery` with every option decided (``rerank``/``rerank_weight`` may stay ``None``:
+    "when a reranker is configured" / "its recommended weight")."""
+
+    collection: str
+    query: str
+    mode: SearchMode
+    fusion: FusionName
+    top_k: int
+    candidates: int
+    rrf_k: int
+    weight: float
+    group_by: GroupBy
+    rerank: bool | None
+    rerank_depth: int
+    rerank_weight: float | None
+    filter: MetadataFilter | None
+    vector: np.ndarray | None

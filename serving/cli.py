@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the gateway (and the vLLM engine replicas unless engine.urls is set) in one command."""
         from ragswap.config import load_settings
-        from serving.server import InsecureBindError, serve
+        from serving.server import InsecureBindError, StartupFailedError, serve
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         settings = load_settings()
@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
         )
         try:
             serve(settings)
-        except InsecureBindError as exc:
+        except (InsecureBindError, StartupFailedError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
 

@@ -21,6 +21,10 @@ class InsecureBindError(ValueError):
     """Refusing to expose a gateway without API keys beyond loopback."""
 
 
+class StartupFailedError(RuntimeError):
+    """The gateway's startup failed; a lifespan hook that refuses to start says why in ``app.state.startup_error``."""
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -69,9 +73,22 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
-    """Run until interrupted (SIGINT/SIGTERM): starts embedded engines when ``engine.urls`` is empty."""
+    """Run until interrupted (SIGINT/SIGTERM): starts embedded engines when ``engine.urls`` is empty.
+
+    Raises:
+        StartupFailedError: the application did not start (uvicorn logs why and exits).
+    """
     check_bind(settings)
-    GatewayServer(uvicorn_config(settings)).run()
+    config = uvicorn_config(settings)
+    server = GatewayServer(config)
+    try:
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+    if not server.started:
+        reason = getattr(getattr(config.app, "state", None), "startup_error", None)
+        raise StartupFailedError(reason or "the gateway did not start (the log above says why)")
 
 
 class BackgroundGateway:

@@ -133,6 +133,10 @@ def train_reranker_cmd(
     learning_rate: LearningRate = None,
     negatives: Annotated[int | None, typer.Option(help="BM25 hard negatives per query.")] = None,
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Start from this model, e.g. an embedder trained on the same data.")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
     from training.config import RecipeError
@@ -146,7 +150,14 @@ def train_reranker_cmd(
             split=split,
             max_steps=max_steps,
             max_corpus_docs=max_corpus_docs,
-            **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, negatives=negatives),
+            **_given(
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                negatives=negatives,
+                base_model=base_model,
+                loss=loss,
+            ),
         )
     except RecipeError as exc:
         raise _fail(exc) from exc

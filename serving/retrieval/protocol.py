@@ -1,4 +1,4 @@
-"""Request and response bodies of the collections and retrieve endpoints."""
+"""Request and response bodies of the collections, retrieve and tune endpoints."""
 
 from __future__ import annotations
 
@@ -6,19 +6,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.filters import parse_filter
-from retrieval.search import SearchQuery
-from retrieval.service import CollectionInfo
-from retrieval.settings import (
+from retrieval import (
     Bm25Settings,
     ChunkingSettings,
+    CollectionInfo,
     EmbeddingPrecision,
     FusionName,
+    GroupBy,
+    Hit,
+    IngestReport,
+    PayloadIndexType,
+    SearchOverrides,
+    SearchQuery,
     SearchSettings,
+    TuneOptions,
+    parse_filter,
 )
-from retrieval.types import Hit, IngestReport
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+META_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 
 class CollectionCreate(BaseModel):
@@ -31,6 +37,9 @@ class CollectionCreate(BaseModel):
     """``float32`` or ``int8`` (faster on CPU); default ``retrieval.embedding_precision``."""
     chunking: ChunkingSettings | None = None
     bm25: Bm25Settings | None = None
+    payload_indexes: dict[str, PayloadIndexType] = Field(default_factory=dict)
+    """Metadata keys the engine indexes (``keyword``, ``integer``, ``float``, ``bool``): any key can be filtered,
+    an indexed one fast."""
 
 
 class CollectionPublic(BaseModel):
@@ -41,6 +50,11 @@ class CollectionPublic(BaseModel):
     embedding_precision: EmbeddingPrecision
     chunking: ChunkingSettings
     bm25: Bm25Settings
+    payload_indexes: dict[str, PayloadIndexType]
+    search: SearchOverrides
+    """Search settings learned by ``collections tune`` (used when a request does not set them)."""
+    tuning: dict[str, Any] | None
+    """The last tuning report (without its grid)."""
     documents: int
     chunks: int
     created_at: int
@@ -55,6 +69,9 @@ class CollectionPublic(BaseModel):
             embedding_precision=spec.embedding_precision,
             chunking=spec.chunking,
             bm25=spec.bm25,
+            payload_indexes=spec.payload_indexes,
+            search=spec.search,
+            tuning=spec.tuning,
             documents=info.documents,
             chunks=info.chunks,
             created_at=int(spec.created_at),
@@ -121,6 +138,8 @@ class RetrieveRequest(BaseModel):
     rrf_k: int | None = Field(default=None, ge=1)
     weight: float | None = Field(default=None, ge=0, le=1)
     candidates: int | None = Field(default=None, ge=1, le=1000)
+    group_by: GroupBy | None = None
+    """``document`` (default): one hit per document; ``section``: each matching section of long documents."""
     rerank: bool | None = None
     rerank_depth: int | None = Field(default=None, ge=1, le=1000)
     rerank_weight: float | None = Field(default=None, ge=0, le=1)
@@ -138,6 +157,7 @@ class RetrieveRequest(BaseModel):
             candidates=self.candidates,
             rrf_k=self.rrf_k,
             weight=self.weight,
+            group_by=self.group_by,
             rerank=self.rerank,
             rerank_depth=self.rerank_depth,
             rerank_weight=self.rerank_weight,
@@ -149,13 +169,17 @@ class RetrievedChunk(BaseModel):
     object: Literal["retrieval.chunk"] = "retrieval.chunk"
     chunk_id: str
     document_id: str
+    section_id: str
+    """The retrieval unit that matched (a whole document up to ``chunking.section_tokens``)."""
     index: int
     text: str
+    """The section's best-matching chunk: what a citation shows (``start``/``end`` are its offsets)."""
     start: int
     end: int
     score: float
     scores: dict[str, float]
-    """Score of each stage: ``dense`` (cosine), ``bm25``, ``fused``, ``rerank``."""
+    """Score of each stage: ``dense`` (cosine of the best chunk), ``bm25`` (of the section), ``fused``,
+    ``rerank``."""
     metadata: dict[str, Any]
 
     @classmethod
@@ -164,6 +188,7 @@ class RetrievedChunk(BaseModel):
         return cls(
             chunk_id=c.id,
             document_id=c.document_id,
+            section_id=hit.section_id,
             index=c.index,
             text=c.text,
             start=c.start,
@@ -178,4 +203,18 @@ class RetrieveResponse(BaseModel):
     object: Literal["list"] = "list"
     collection: str
     mode: str
+    group_by: GroupBy
+    """``document``: at most one hit per document."""
     data: list[RetrievedChunk]
+
+
+class TuneRequest(BaseModel):
+    """Judged queries to tune a collection on (BEIR's shapes as JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries: dict[str, str] = Field(min_length=1)
+    """Query id → text."""
+    qrels: dict[str, dict[str, int]] = Field(min_length=1)
+    """Query id → {document id: relevance grade}; grades ≤ 0 count as not relevant."""
+    options: TuneOptions = Field(default_factory=TuneOptions)

@@ -1,7 +1,8 @@
-"""``/v1/collections`` (create, list, describe, delete; documents add/replace/delete) and ``/v1/retrieve``.
+"""``/v1/collections`` (create, list, describe, delete, tune; documents add/replace/delete) and ``/v1/retrieve``.
 
 Changes need the admin scope; reads need an API key. The module's ``lifespan`` builds the retrieval service and
-installs the RAG augmenter on ``app.state``.
+installs the RAG augmenter on ``app.state``; a store that cannot be opened (the embedded store is held by another
+process) stops the gateway from starting.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request, status
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from retrieval.errors import StoreBusyError
+from retrieval import TuneReport
 from serving.deps import AdminDep, ApiKeyDep
 from serving.errors import BadRequestError, ServiceUnavailableError
 from serving.retrieval.protocol import (
@@ -31,6 +32,7 @@ from serving.retrieval.protocol import (
     IngestResult,
     RetrieveRequest,
     RetrieveResponse,
+    TuneRequest,
 )
 from serving.retrieval.service import RetrievalAugmenter, RetrievalGateway
 
@@ -120,6 +122,15 @@ async def delete_document(
     return await gw.delete_document(name, document_id)
 
 
+@router.post("/v1/collections/{name}/tune", response_model=TuneReport)
+async def tune_collection(
+    name: CollectionPath, body: TuneRequest, _: AdminDep, gw: RetrievalDep
+) -> TuneReport:
+    """Learn the collection's search settings from judged queries and store them with it; answers when done
+    (seconds without a reranker, minutes with one: the cross-encoder scores every tuning query's candidates)."""
+    return await gw.tune(name, body)
+
+
 @router.post("/v1/retrieve", response_model=RetrieveResponse)
 async def retrieve(body: RetrieveRequest, _: ApiKeyDep, gw: RetrievalDep) -> RetrieveResponse:
     return await gw.retrieve(body)
@@ -131,9 +142,13 @@ def attach_router(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the store and install the RAG augmenter; retrieval stays off (503) if the store cannot be opened."""
+    """Open the store and install the RAG augmenter.
+
+    Raises:
+        StoreBusyError: the embedded store is open in another process (the gateway must not start half-working).
+    """
     from ragswap.config import Settings
-    from retrieval.service import RetrievalService
+    from retrieval import RetrievalService, StoreBusyError
 
     settings: Settings = app.state.settings
     app.state.retrieval = None
@@ -142,9 +157,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             RetrievalService, settings.retrieval, settings.models, settings.server.state_dir
         )
     except StoreBusyError as exc:
-        logger.error("retrieval disabled: %s", exc)
-        yield
-        return
+        logger.error("gateway cannot start: %s", exc.message)
+        app.state.startup_error = exc.message
+        raise
     gateway = RetrievalGateway(service)
     app.state.retrieval = gateway
     app.state.rag_augmenter = RetrievalAugmenter(gateway)

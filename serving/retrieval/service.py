@@ -1,6 +1,6 @@
-"""Async facade over :class:`retrieval.service.RetrievalService` for the gateway.
+"""Async facade over :class:`retrieval.RetrievalService` for the gateway.
 
-Blocking work (parsing, encoding, index rebuilds) runs in worker threads; writes to one collection are
+Blocking work (parsing, encoding, searching, tuning) runs in worker threads; writes to one collection are
 serialised; retrieval's domain errors become the gateway's (rendered as OpenAI errors by ``serving.errors``).
 """
 
@@ -13,13 +13,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from retrieval import errors as rerr
-from retrieval.filters import parse_filter
-from retrieval.loaders import content_id, load_bytes
-from retrieval.rag import conversation_query, ground, grounded_messages
-from retrieval.search import SearchQuery
-from retrieval.service import RetrievalService
-from retrieval.types import Document
+import retrieval
+from retrieval import (
+    Document,
+    Grounding,
+    RetrievalService,
+    SearchQuery,
+    TuneReport,
+    content_id,
+    conversation_query,
+    ground,
+    grounded_messages,
+    load_bytes,
+    parse_filter,
+    tune_collection,
+)
 from serving.errors import (
     BadRequestError,
     ConflictError,
@@ -36,6 +44,7 @@ from serving.retrieval.protocol import (
     RetrievedChunk,
     RetrieveRequest,
     RetrieveResponse,
+    TuneRequest,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,24 +66,26 @@ def domain_errors() -> Iterator[None]:
     """Translate retrieval's exceptions into the gateway's."""
     try:
         yield
-    except rerr.CollectionNotFoundError as exc:
+    except retrieval.CollectionNotFoundError as exc:
         raise NotFoundError(
             exc.message, param=exc.param or "collection", code="collection_not_found"
         ) from exc
-    except rerr.CollectionExistsError as exc:
+    except retrieval.CollectionExistsError as exc:
         raise ConflictError(exc.message, param=exc.param, code="collection_exists") from exc
-    except rerr.UnsupportedFormatError as exc:
+    except retrieval.UnsupportedFormatError as exc:
         raise UnsupportedMediaError(exc.message, param=exc.param, code="unsupported_file_type") from exc
-    except rerr.InvalidFilterError as exc:
+    except retrieval.InvalidFilterError as exc:
         raise UnprocessableError(exc.message, param=exc.param or "filter", code="invalid_filter") from exc
-    except rerr.InvalidDocumentError as exc:
+    except retrieval.InvalidDocumentError as exc:
         raise BadRequestError(exc.message, param=exc.param, code="invalid_document") from exc
-    except rerr.RetrievalError as exc:
+    except retrieval.TuneRefusedError as exc:
+        raise BadRequestError(exc.message, param=exc.param, code="too_few_judged_queries") from exc
+    except retrieval.RetrievalError as exc:
         raise BadRequestError(exc.message, param=exc.param, code="invalid_request") from exc
 
 
 class RetrievalGateway:
-    """What the routes call; one per app, built in the router module's lifespan."""
+    """What the routes and the RAG augmenter call; one per app, built in the router module's lifespan."""
 
     def __init__(self, service: RetrievalService) -> None:
         self.service = service
@@ -96,6 +107,7 @@ class RetrievalGateway:
                 embedding_precision=body.embedding_precision,
                 chunking=body.chunking,
                 bm25=body.bm25,
+                payload_indexes=body.payload_indexes,
             )
             return CollectionPublic.of(await self._run(self.service.describe, body.name))
 
@@ -126,8 +138,7 @@ class RetrievalGateway:
                     f"{filename}: {len(data)} bytes exceeds retrieval.max_upload_bytes ({limit})",
                     param="file",
                 )
-            with domain_errors():
-                parsed = await asyncio.to_thread(load_bytes, data, filename)
+            parsed = await self._run(load_bytes, data, filename)
             docs.extend(Document(d.id, d.text, {**d.metadata, **metadata}) for d in parsed)
         return await self._ingest(name, docs)
 
@@ -139,6 +150,7 @@ class RetrievalGateway:
 
     async def delete_document(self, name: str, document_id: str) -> DocumentsDeleted:
         async with self._lock(name):
+            await self._run(self.service.store.spec, name)
             removed = await self._run(self.service.delete_documents, name, [document_id])
         if removed == 0:
             raise NotFoundError(
@@ -151,10 +163,28 @@ class RetrievalGateway:
     async def retrieve(self, body: RetrieveRequest) -> RetrieveResponse:
         with domain_errors():
             query = body.to_search_query(self.service.settings.search)
+        spec = await self._run(self.service.store.spec, body.collection)
+        resolved = self.service.resolve(query, spec)
         hits = await self._run(self.service.search, query)
         return RetrieveResponse(
-            collection=body.collection, mode=query.mode, data=[RetrievedChunk.of(h) for h in hits]
+            collection=body.collection,
+            mode=resolved.mode,
+            group_by=resolved.group_by,
+            data=[RetrievedChunk.of(h) for h in hits],
         )
+
+    async def tune(self, name: str, body: TuneRequest) -> TuneReport:
+        """Tune in a worker thread (minutes with a reranker); writes to the collection wait meanwhile."""
+        async with self._lock(name):
+            return await self._run(
+                tune_collection, self.service, name, body.queries, body.qrels, body.options
+            )
+
+    async def ground(
+        self, messages: list[dict[str, Any]], query: SearchQuery, min_score: float | None
+    ) -> Grounding:
+        """Retrieve for a conversation and build its grounded prompt (in a worker thread)."""
+        return await self._run(ground, self.service, messages, query, self.service.settings.rag, min_score)
 
 
 class RetrievalAugmenter:
@@ -166,8 +196,8 @@ class RetrievalAugmenter:
     async def augment(
         self, messages: list[dict[str, Any]], options: dict[str, Any], model: str
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        service = self.gateway.service
-        rag = service.settings.rag
+        settings = self.gateway.service.settings
+        rag = settings.rag
         history = options.get("history_turns", rag.history_turns)
         if not isinstance(history, int) or history < 0:
             raise BadRequestError(
@@ -182,15 +212,16 @@ class RetrievalAugmenter:
             raise BadRequestError("rag.min_score must be a number", param="rag.min_score")
         with domain_errors():
             query = SearchQuery.from_settings(
-                service.settings.search,
+                settings.search,
                 str(options["collection"]),
                 text,
                 mode="bm25" if mode == "sparse" else mode,
                 top_k=options.get("top_k") or rag.top_k,
+                group_by=rag.group_by,
                 rerank=options.get("rerank"),
                 filter=parse_filter(options.get("filter")),
             )
-        grounding = await self.gateway._run(ground, service, messages, query, rag, min_score)
+        grounding = await self.gateway.ground(messages, query, min_score)
         logger.info(
             "rag grounded",
             extra={"collection": query.collection, "model": model, "passages": len(grounding.hits)},

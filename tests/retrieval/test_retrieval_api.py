@@ -240,5 +240,7 @@ def test_bad_requests(client: TestClient, small: str) -> None:
 
 def test_store_is_persisted_in_the_state_dir(client: TestClient, small: str) -> None:
     state: Path = client.app.state.settings.server.state_dir  # type: ignore[attr-defined]
-    assert (state / "collections" / "qdrant").is_dir()
-    assert (state / "collections" / "index" / small / "dense.npy").is_file()
+    # One Qdrant Edge shard directory per collection, its spec beside it.
+    assert (state / "collections" / small / "shard" / "wal").is_dir()
+    spec = json.loads((state / "collections" / small / "collection.json").read_text())
+    assert spec["name"] == small and spec["bm25"]["avg_len"] > 0  # measured on the first ingest

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ragswap.model_store import ModelSettings
+from retrieval import BeirData
 from retrieval.chunking import Chunker, TokenMeter
 from retrieval.errors import InvalidDocumentError, UnsupportedFormatError
 from retrieval.loaders import load_bytes
@@ -17,8 +17,6 @@ from retrieval.search import SearchQuery
 from retrieval.service import RetrievalService
 from retrieval.settings import ChunkingSettings, RetrievalSettings
 from retrieval.types import Document
-
-SciFactSubset = Any  # the `scifact` fixture (tests/retrieval/conftest.py)
 
 MARKDOWN = """# Penguins
 
@@ -88,13 +86,13 @@ def test_loaders_reject_bad_input(data: bytes, name: str, error: type[Exception]
 
 
 @pytest.mark.parametrize("chunker", ["fixed", "recursive", "semantic"])
-def test_chunkers_respect_the_embedder_limit_and_keep_offsets(chunker: str, scifact: SciFactSubset) -> None:
+def test_chunkers_respect_the_embedder_limit_and_keep_offsets(chunker: str, corpus: BeirData) -> None:
     embedder = load_embedder("all-minilm-l6-v2", ModelSettings())
     meter = TokenMeter(embedder.tokenizer)
     settings = ChunkingSettings(chunker=chunker, chunk_size=4096, chunk_overlap=16)  # type: ignore[arg-type]
     c = Chunker(settings, meter, embedder.max_tokens, embed=embedder.encode)
     assert c.size == 254  # MiniLM reads 256 tokens, two of them special
-    long_doc = Document("long", "\n\n".join(d.text for d in scifact.documents[:3]))
+    long_doc = Document("long", "\n\n".join(d.text for d in corpus.documents()[:12]))
     chunks = c.chunk(long_doc)
     assert len(chunks) >= 3
     for ch in chunks:
@@ -171,36 +169,57 @@ def test_collection_survives_a_restart(tmp_path: Path) -> None:
     first.create_collection("persist")
     first.ingest("persist", [Document("erebus", MARKDOWN, {"source": "notes.md"})])
     expected = [
-        h.chunk.id
+        (h.chunk.id, h.score)
         for h in first.search(SearchQuery.from_settings(settings.search, "persist", "lava lake volcano"))
     ]
     first.close()
+    assert (tmp_path / "store" / "persist" / "shard").is_dir()
 
     second = RetrievalService(settings, ModelSettings(), tmp_path)
     try:
         info = second.describe("persist")
-        assert (info.documents, info.chunks) == (1, len(expected))
+        assert (info.documents, info.chunks) == (
+            1,
+            len(second.chunk_documents(info.spec, [Document("erebus", MARKDOWN, {"source": "notes.md"})])),
+        )
         got = [
-            h.chunk.id
+            (h.chunk.id, h.score)
             for h in second.search(SearchQuery.from_settings(settings.search, "persist", "lava lake volcano"))
         ]
         assert got == expected
-        assert (tmp_path / "store" / "index" / "persist" / "bm25" / "ragswap-bm25.json").is_file()
+        again = second.ingest("persist", [Document("erebus", MARKDOWN, {"source": "notes.md"})])
+        assert again.chunks_added == 0 and again.chunks_removed == 0  # nothing to rebuild or rewrite
     finally:
         second.close()
-    # Lost index caches are rebuilt from Qdrant's points.
-    import shutil
 
-    shutil.rmtree(tmp_path / "store" / "index")
-    third = RetrievalService(settings, ModelSettings(), tmp_path)
-    try:
-        got = [
-            h.chunk.id
-            for h in third.search(SearchQuery.from_settings(settings.search, "persist", "lava lake volcano"))
-        ]
-        assert got == expected
-    finally:
-        third.close()
+
+def test_long_documents_become_sections_of_whole_chunks(service: RetrievalService) -> None:
+    """A document that fits the embedder is one chunk and one section; a long one is several sections of whole,
+    consecutive chunks that together cover it exactly."""
+    spec = service.create_collection("sections", chunking=ChunkingSettings(section_tokens=300))
+    short = Document("short", "The Moon has no atmosphere.")
+    long = Document(
+        "long",
+        "\n\n".join(f"Paragraph {i}. " + "Tides rise and fall with the moon. " * 12 for i in range(12)),
+    )
+    (one,) = service.sections(spec, [short])
+    assert len(one.chunks) == 1 and one.text == short.text
+    parts = service.sections(spec, [long])
+    assert len(parts) >= 3 and [s.index for s in parts] == list(range(len(parts)))
+    chunks = [c for s in parts for c in s.chunks]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for s in parts:
+        assert (
+            s.start == s.chunks[0].start
+            and s.end == s.chunks[-1].end
+            and long.text[s.start : s.end] == s.text
+        )
+    report = service.ingest("sections", [short, long])
+    assert report.chunks_added == len(chunks) + 1
+    assert (
+        service.describe("sections").documents == 2 and service.describe("sections").chunks == len(chunks) + 1
+    )
+    service.delete_collection("sections")
 
 
 def test_cli_ingest_search_and_collections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
-SCIFACT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "scifact"
 # Facts in the session test (the benchmark uses all 50, docs/training.md); the recipe's settings otherwise.
 N_FACTS = 25
 

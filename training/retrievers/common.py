@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from retrieval.models import RETRIEVER_MANIFEST
+from retrieval import RETRIEVER_MANIFEST, BeirData, InvalidDatasetError, load_beir, split_queries
+from training.data import DatasetError
 from training.manifest import library_versions, now_iso
-from training.retrievers.beir import BeirData
-from training.retrievers.mining import Bm25Index
+from training.retrievers.mining import CorpusBm25
 
 
 class RetrieverManifest(BaseModel):
@@ -63,7 +65,7 @@ def judged(data: BeirData, ids: list[str] | None) -> list[str]:
 
 
 def limit_corpus(
-    data: BeirData, index: Bm25Index, query_ids: list[str], max_docs: int | None, seed: int
+    data: BeirData, index: CorpusBm25, query_ids: list[str], max_docs: int | None, seed: int
 ) -> BeirData:
     """Shrink the corpus to ``max_docs`` for fast runs: relevant docs and BM25's top 30 of ``query_ids`` first,
     random others after, so the task stays as hard as on the full corpus around these queries."""
@@ -82,3 +84,58 @@ def limit_corpus(
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def load_judged(data_dir: Path, split: str) -> BeirData:
+    """The BEIR folder (``retrieval.load_beir``); a bad one raises training's :class:`DatasetError`."""
+    try:
+        return load_beir(data_dir, split)
+    except InvalidDatasetError as exc:
+        raise DatasetError([exc.message]) from exc
+
+
+def choose_queries(
+    data: BeirData,
+    train_ids: list[str] | None,
+    eval_ids: list[str] | None,
+    eval_fraction: float,
+    seed: int,
+) -> tuple[list[str], list[str]]:
+    """(train, held-apart) query ids, never overlapping."""
+    if train_ids is None and eval_ids is None:
+        return split_queries(list(data.qrels), eval_fraction, seed)
+    train = judged(data, train_ids) if train_ids is not None else None
+    evals = judged(data, eval_ids) if eval_ids is not None else None
+    if train is None:
+        assert evals is not None
+        train = [q for q in judged(data, None) if q not in set(evals)]
+    if evals is None:
+        evals = [q for q in judged(data, None) if q not in set(train)]
+    overlap = set(train) & set(evals)
+    if overlap:
+        raise DatasetError(
+            [f"{len(overlap)} query id(s) are both trained on and held apart: {sorted(overlap)[:5]}"]
+        )
+    if not train or not evals:
+        raise DatasetError(["need at least one judged training query and one judged held-apart query"])
+    return train, evals
+
+
+@contextmanager
+def stage_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
+    """A progress bar for a stage outside the trainer's own (tqdm, like the trainer's)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=description, disable=not enabled, leave=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def positives(data: BeirData, qid: str, limit: int) -> list[str]:
+    """A query's relevant documents in the corpus, best grade first, at most ``limit`` (datasets such as
+    NFCorpus judge dozens per query: a few of the best teach as much and keep training time bounded)."""
+    judged = data.qrels[qid]
+    ranked = sorted((d for d in judged if d in data.corpus), key=lambda d: (-judged[d], d))
+    return ranked[:limit]

@@ -12,21 +12,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.retrievers.beir import BeirData, load_beir
-from training.retrievers.common import RetrieverManifest, RetrieverTrainResult, limit_corpus
+from retrieval import BeirData
+from training.retrievers.common import (
+    RetrieverManifest,
+    RetrieverTrainResult,
+    choose_queries,
+    limit_corpus,
+    load_judged,
+    positives,
+    stage_bar,
+)
 from training.retrievers.mining import build_bm25, hard_negatives
-from training.retrievers.reranker import _choose
 
 logger = logging.getLogger(__name__)
 
 
-def _triplets(data: BeirData, negatives: dict[str, list[str]], query_ids: list[str]) -> dict[str, list[str]]:
+def _triplets(
+    data: BeirData, negatives: dict[str, list[str]], query_ids: list[str], max_positives: int
+) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
     for qid in query_ids:
         negs = negatives[qid]
         if not negs:
             continue
-        for i, doc in enumerate(d for d in data.qrels[qid] if d in data.corpus):
+        for i, doc in enumerate(positives(data, qid, max_positives)):
             rows["anchor"].append(data.queries[qid])
             rows["positive"].append(data.corpus[doc])
             rows["negative"].append(data.corpus[negs[i % len(negs)]])
@@ -49,6 +58,7 @@ def train_embedder(
     max_length: int = 256,
     negative_skip: int = 2,
     max_corpus_docs: int | None = None,
+    max_positives: int = 4,
     seed: int = 42,
     progress: bool = True,
 ) -> RetrieverTrainResult:
@@ -66,6 +76,7 @@ def train_embedder(
             batches give more in-batch negatives.
         negative_skip: BM25 hits left out before taking the hard negative (top hits are often unjudged positives).
         max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
+        max_positives: a query's best-graded relevant documents trained on (one row each).
         seed: data order and splits.
         progress: show progress bars.
     """
@@ -86,14 +97,23 @@ def train_embedder(
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_beir(Path(data_dir), split)
-    train_ids, eval_ids = _choose(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    index = build_bm25(data.corpus)
-    data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-    index = build_bm25(data.corpus) if max_corpus_docs else index
-    train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-    negs = hard_negatives(index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip)
-    train_ds = Dataset.from_dict(_triplets(data, negs, train_ids)).shuffle(seed=seed)
+    data = load_judged(Path(data_dir), split)
+    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
+    with stage_bar("indexing the corpus (BM25) and mining hard negatives", 1, progress) as bar:
+        index = build_bm25(data.corpus)
+        try:
+            if max_corpus_docs:
+                data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
+                index.close()
+                index = build_bm25(data.corpus)
+            train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
+            negs = hard_negatives(
+                index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
+            )
+        finally:
+            index.close()
+        bar.update(1)
+    train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
     model = SentenceTransformer(resolve_model(base_model, ModelSettings()))
     model.max_seq_length = max_length
     evaluator = InformationRetrievalEvaluator(
@@ -167,6 +187,7 @@ def train_embedder(
             "learning_rate": learning_rate,
             "max_length": max_length,
             "negative_skip": negative_skip,
+            "max_positives": max_positives,
             "seed": seed,
         },
         metrics={

@@ -1,18 +1,17 @@
-"""BM25 over the corpus (bm25s, English Snowball stemmer, stopwords) to rank candidates and mine hard negatives."""
+"""BM25 over a judged corpus (the engine's BM25: :class:`retrieval.Bm25Index`) to rank candidates and mine hard
+negatives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from retrieval import Bm25Index
 
 
-@dataclass
-class Bm25Index:
-    """A bm25s index of ``doc_ids`` (same order as the indexed texts)."""
+class CorpusBm25:
+    """BM25 over ``corpus`` searched by query text; results are document ids, best first."""
 
-    retriever: Any
-    stemmer: Any
-    doc_ids: list[str]
+    def __init__(self, corpus: dict[str, str]) -> None:
+        self.doc_ids = list(corpus)
+        self.index = Bm25Index([corpus[d] for d in self.doc_ids])
 
     def search(self, queries: list[str], k: int) -> list[list[str]]:
         """Top ``k`` doc ids of each query, best first."""
@@ -20,33 +19,18 @@ class Bm25Index:
 
     def search_scored(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         """Top ``k`` (doc id, BM25 score) of each query, best first."""
-        import bm25s
+        return [[(self.doc_ids[i], s) for i, s in row] for row in self.index.search(queries, k)]
 
-        tokens = bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
-        k = min(k, len(self.doc_ids))
-        results, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return [
-            [(self.doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True)]
-            for row, row_scores in zip(results, scores, strict=True)
-        ]
+    def close(self) -> None:
+        self.index.close()
 
 
-def build_bm25(corpus: dict[str, str]) -> Bm25Index:
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer("english")
-    doc_ids = list(corpus)
-    tokens = bm25s.tokenize(
-        [corpus[d] for d in doc_ids], stopwords="en", stemmer=stemmer, show_progress=False
-    )
-    retriever = bm25s.BM25()
-    retriever.index(tokens, show_progress=False)
-    return Bm25Index(retriever=retriever, stemmer=stemmer, doc_ids=doc_ids)
+def build_bm25(corpus: dict[str, str]) -> CorpusBm25:
+    return CorpusBm25(corpus)
 
 
 def hard_negatives(
-    index: Bm25Index,
+    index: CorpusBm25,
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     query_ids: list[str],
