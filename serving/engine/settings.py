@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -33,9 +35,14 @@ class EngineSettings(BaseModel):
     omp_threads_bind: str = "auto"
     """``VLLM_CPU_OMP_THREADS_BIND``: ``auto`` binds each replica to its share of all cores (vLLM's own default
     leaves one core idle: ~40 % less throughput on 2 cores)."""
+    compilation: Literal["inductor", "eager"] = "inductor"
+    """How the engine runs the model. ``inductor``: vLLM's CPU compilation (dynamo traces the model once, inductor
+    generates C++ with gcc; cached under ``~/.cache/vllm`` and ``/tmp/torchinductor_$USER``), kept with LoRA by
+    ragswap's plugin. ``eager``: no compilation (faster start, slower steps)."""
     startup_timeout_s: float = Field(default=300.0, gt=0)
     extra_args: list[str] = Field(default_factory=list)
-    """Passed verbatim to ``vllm.entrypoints.openai.api_server``."""
+    """Passed verbatim to ``vllm.entrypoints.openai.api_server`` (a ``--compilation-config``/``-cc``/``-O`` here
+    overrides ``compilation``)."""
 
     @field_validator("urls")
     @classmethod
