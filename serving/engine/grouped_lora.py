@@ -423,44 +423,33 @@ def _lora_linear_op(
 
 
 def _lora_linear_fake(
-    x: torch.Tensor,
-    lora_a: list[torch.Tensor],
-    lora_b: list[torch.Tensor],
-    output_slices: list[int],
-    scale: float,
-    wrapper: int,
+    x: torch.Tensor, _a: object, _b: object, output_slices: list[int], *_: object
 ) -> torch.Tensor:
     return x.new_empty(x.shape[0], sum(output_slices))
+
+
+def _in_place_fake(*_: object) -> None:
+    """Fake implementation of the ops that only write into their first argument."""
 
 
 def _lora_embedding_op(y: torch.Tensor, x: torch.Tensor, lora_b: torch.Tensor, wrapper: int) -> None:
     _WRAPPERS[wrapper].apply_lora_embedding(y, x, lora_b)
 
 
-def _lora_embedding_fake(y: torch.Tensor, x: torch.Tensor, lora_b: torch.Tensor, wrapper: int) -> None:
-    return None
-
-
 def _lora_logits_op(
     y: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float, wrapper: int
 ) -> None:
-    _WRAPPERS[wrapper].apply_lora_logits(y, x, lora_a, lora_b, scale)
-
-
-def _lora_logits_fake(
-    y: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float, wrapper: int
-) -> None:
-    return None
+    _WRAPPERS[wrapper].apply_lora_logits(y, x, (lora_a, lora_b), scale)
 
 
 direct_register_custom_op(
     "lora_linear", _lora_linear_op, [], _lora_linear_fake, target_lib=_LIB, dispatch_key="CPU"
 )
 direct_register_custom_op(
-    "lora_embedding", _lora_embedding_op, ["y"], _lora_embedding_fake, target_lib=_LIB, dispatch_key="CPU"
+    "lora_embedding", _lora_embedding_op, ["y"], _in_place_fake, target_lib=_LIB, dispatch_key="CPU"
 )
 direct_register_custom_op(
-    "lora_logits", _lora_logits_op, ["y"], _lora_logits_fake, target_lib=_LIB, dispatch_key="CPU"
+    "lora_logits", _lora_logits_op, ["y"], _in_place_fake, target_lib=_LIB, dispatch_key="CPU"
 )
 
 
@@ -631,16 +620,18 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         buffer: tuple[torch.Tensor, ...] | None = None,
         **kwargs: Any,
     ) -> None:
+        flat_x = x.view(-1, x.shape[-1])
         if torch.compiler.is_compiling():
             # Functional op + an in-graph add: inductor fuses the add into the consumers of ``y`` (rotary, SiLU,
             # residual add) instead of a separate pass over it.
-            flat_x = x.view(-1, x.shape[-1])
             delta = torch.ops.ragswap.lora_linear(
                 flat_x, list(lora_a_stacked), list(lora_b_stacked), list(output_slices), scale, self.handle
             )
-            y.view(-1, y.shape[-1])[:, : delta.shape[1]].add_(delta)
         else:
-            self.apply_lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, output_slices)
+            delta = self.lora_linear_delta(flat_x, lora_a_stacked, lora_b_stacked, scale, output_slices)
+            if delta is None:
+                return
+        y.view(-1, y.shape[-1])[:, : delta.shape[1]].add_(delta)
 
     def add_lora_embedding(
         self,
@@ -671,25 +662,9 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         if torch.compiler.is_compiling():
             torch.ops.ragswap.lora_logits(y, x, lora_a_stacked, lora_b_stacked, float(scale), self.handle)
         else:
-            self.apply_lora_logits(y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer)
+            self.apply_lora_logits(y, x, (lora_a_stacked, lora_b_stacked), scale, buffer)
 
     # ---- eager implementations (also what the custom ops run) ---------------------------------------------------
-
-    def apply_lora_linear(
-        self,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        lora_a_stacked: tuple[torch.Tensor, ...],
-        lora_b_stacked: tuple[torch.Tensor, ...],
-        scale: float,
-        output_slices: tuple[int, ...],
-    ) -> None:
-        """``y += `` :meth:`lora_linear_delta` (eager execution)."""
-        delta = self.lora_linear_delta(
-            x.view(-1, x.shape[-1]), lora_a_stacked, lora_b_stacked, scale, output_slices
-        )
-        if delta is not None:
-            y.view(-1, y.shape[-1])[:, : delta.shape[1]] += delta
 
     def lora_linear_delta(
         self,
@@ -732,12 +707,12 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         self,
         y: torch.Tensor,
         x: torch.Tensor,
-        lora_a_stacked: torch.Tensor,
-        lora_b_stacked: torch.Tensor,
+        weights: tuple[torch.Tensor, torch.Tensor],
         scale: Any,
-        *,
         buffer: torch.Tensor | None = None,
     ) -> None:
+        """``y += B(A x)`` on the logits for the sampled rows of adapters with ``lm_head`` weights."""
+        lora_a_stacked, lora_b_stacked = weights
         flat_x = x.view(-1, x.shape[-1])
         if self._sampler_groups.num_rows != flat_x.shape[0]:
             super().add_lora_logits(y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer)
