@@ -20,6 +20,7 @@ from serving.adapters.registry import AdapterRegistry, Target
 from serving.engine.pool import EnginePool, Replica, engine_error
 from serving.errors import EngineError, GatewayError, sse_error
 from serving.ops.metrics import GatewayMetrics
+from serving.stream_relay import DONE, ChunkRewriter, sse_payloads
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class EngineProxy:
             replica = self.pool.choose(target.engine_model)
             body["model"] = self._engine_model(target, replica)
             attempt = AsyncExitStack()
-            await attempt.enter_async_context(self.pool.lease(replica))
+            await attempt.enter_async_context(self.pool.lease(replica, target.engine_model))
             request = self.pool.http.build_request("POST", f"{replica.url}{path}", json=body)
             try:
                 resp = await self.pool.http.send(request, stream=stream)
@@ -137,7 +138,8 @@ class EngineProxy:
             if isinstance(exc, GatewayError):
                 self._fail(endpoint, target, exc)
             raise
-        return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [])
+        rewriter = ChunkRewriter(body["model"], target.requested)
+        return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [], rewriter)
 
     async def _relay(
         self,
@@ -149,19 +151,21 @@ class EngineProxy:
         start: float,
         client_usage: bool,
         tail: list[dict[str, Any]],
+        rewriter: ChunkRewriter,
     ) -> AsyncIterator[str]:
         first_token = True
         finished = errored = False
         meta: dict[str, Any] = {}
         usage_chunk: dict[str, Any] | None = None
         try:
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
+            async for payload in sse_payloads(resp):
+                if payload == DONE:
                     finished = True
                     break
+                event = None if first_token else rewriter.fast(payload)
+                if event is not None:  # an ordinary token chunk: only its model name changes
+                    yield event
+                    continue
                 chunk = json.loads(payload)
                 if "error" in chunk:  # the engine reported a failure mid-stream: pass it on in our shape
                     err = engine_error(int(chunk["error"].get("code") or 500), payload, "engine")

@@ -1,11 +1,19 @@
 """vLLM general plugin (entry point ``vllm.general_plugins: ragswap_lora_ops``).
 
-vLLM calls :func:`register` once in every engine-core and worker process. On the CPU platform it swaps vLLM's
-``PunicaWrapperCPU`` for ragswap's grouped implementation (faster, and correct for base requests batched with
-adapter requests: see :mod:`serving.engine.grouped_lora`). Nothing is edited on disk: vLLM resolves the wrapper
-class by its qualified name at model load, after plugins ran, so replacing the module attribute is enough.
+vLLM calls :func:`register` once in every process that builds or runs the engine: the API-server process
+(``EngineArgs`` loads general plugins before it builds the engine config), the engine-core and the worker
+processes. On the CPU platform it
 
-``RAGSWAP_LORA_OPS=reference`` keeps vLLM's own ops (used by benchmarks and tests to compare against them).
+- swaps vLLM's ``PunicaWrapperCPU`` for ragswap's grouped implementation (faster, and correct for base requests
+  batched with adapter requests: see :mod:`serving.engine.grouped_lora`). vLLM resolves the wrapper class by its
+  qualified name at model load, after plugins ran, so replacing the module attribute is enough;
+- lets the engine keep its compilation mode when LoRA is enabled (:func:`keep_compilation_with_lora`): vLLM's CPU
+  platform switches compilation off whenever a LoRA config exists, because its reference LoRA ops are data
+  dependent Python; ragswap's are opaque custom ops under ``torch.compile``, so dynamo can trace the rest.
+
+Nothing is edited on disk. Both patches are verified for vLLM 0.32.0 and refused loudly on another release.
+``RAGSWAP_LORA_OPS=reference`` keeps vLLM's own ops and, with them, its eager-only LoRA execution (used by
+benchmarks and tests to compare against them).
 
 In an engine ragswap started, the plugin first ties the process's life to its parent's
 (:func:`serving.engine.lifeline.die_with_mp_parent`): an ``EngineCore`` or ``Worker`` process dies with the process
@@ -14,8 +22,11 @@ that started it instead of running on as an orphan.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +46,8 @@ def lora_ops_mode() -> str:
 
 
 def register() -> None:
-    """Die with the parent process (embedded engines); install the grouped CPU LoRA wrapper; fail loudly on an
-    unverified vLLM release."""
+    """Die with the parent process (embedded engines); install the grouped CPU LoRA wrapper and keep compilation
+    with LoRA; fail loudly on an unverified vLLM release."""
     from serving.engine.lifeline import die_with_mp_parent
 
     die_with_mp_parent()
@@ -58,3 +69,68 @@ def register() -> None:
     if punica_cpu.PunicaWrapperCPU is not GroupedPunicaWrapperCPU:
         punica_cpu.PunicaWrapperCPU = GroupedPunicaWrapperCPU  # type: ignore[misc]
         logger.info("ragswap grouped CPU LoRA ops installed (vLLM %s)", vllm.__version__)
+    keep_compilation_with_lora()
+
+
+# ---- compilation with LoRA on CPU ---------------------------------------------------------------------------------
+
+#: The statement of ``CpuPlatform.check_and_update_config`` (vLLM 0.32.0) that turns compilation off for LoRA.
+_LORA_DISABLES_COMPILATION = re.compile(
+    r"if vllm_config\.lora_config is not None:\s*compilation_config\.mode = CompilationMode\.NONE"
+)
+_PATCHED = "_ragswap_keeps_compilation_with_lora"
+
+
+def keep_compilation_with_lora() -> None:
+    """Wrap ``CpuPlatform.check_and_update_config`` so that a LoRA config no longer forces eager execution.
+
+    The wrapper runs vLLM's own method and, if LoRA was the only reason it switched compilation off, restores the
+    mode vLLM chooses without LoRA: ``DYNAMO_TRACE_ONCE`` with the inductor backend for the default
+    ``VLLM_COMPILE``, or whatever mode the user asked for (``--compilation-config '{"mode": 0}'`` still means
+    eager). It is a no-op for fully sharded LoRA, whose layers call LoRA ops the grouped wrapper does not wrap
+    as custom ops.
+
+    Raises:
+        UnsupportedVLLMError: vLLM's method no longer has the statement this patch undoes (another release):
+            patching blindly could leave data-dependent LoRA code inside a compiled graph.
+    """
+    from vllm.platforms.cpu import CpuPlatform
+
+    original = CpuPlatform.check_and_update_config
+    if getattr(original, _PATCHED, False):
+        return
+    try:
+        source = inspect.getsource(original)
+    except (OSError, TypeError) as exc:
+        raise UnsupportedVLLMError(
+            f"cannot read CpuPlatform.check_and_update_config to verify it: {exc}"
+        ) from exc
+    if not _LORA_DISABLES_COMPILATION.search(source):
+        raise UnsupportedVLLMError(
+            "CpuPlatform.check_and_update_config no longer switches compilation off for LoRA the way vLLM "
+            f"{VERIFIED_VLLM_VERSION} does; ragswap's compilation patch is not verified for this vLLM. "
+            "Set RAGSWAP_LORA_OPS=reference or install the pinned vLLM."
+        )
+
+    def check_and_update_config(cls: type[Any], vllm_config: Any) -> None:
+        from vllm.config import CompilationMode
+
+        compilation = vllm_config.compilation_config
+        requested = compilation.mode
+        original.__func__(cls, vllm_config)  # type: ignore[attr-defined]
+        lora = vllm_config.lora_config
+        if lora is None or compilation.mode != CompilationMode.NONE or requested == CompilationMode.NONE:
+            return
+        if getattr(lora, "fully_sharded_loras", False):
+            logger.warning("fully sharded LoRA runs eager on CPU (ragswap compiles only the grouped path)")
+            return
+        compilation.mode = (
+            CompilationMode.DYNAMO_TRACE_ONCE if requested == CompilationMode.VLLM_COMPILE else requested
+        )
+        logger.info(
+            "ragswap: keeping CPU compilation with LoRA enabled",
+            extra={"mode": compilation.mode.name, "backend": compilation.backend},
+        )
+
+    setattr(check_and_update_config, _PATCHED, True)
+    CpuPlatform.check_and_update_config = classmethod(check_and_update_config)  # type: ignore[method-assign,assignment]

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from ragswap.config import Settings
+from serving.engine.admission import SlotAdmission, prefer
 from serving.engine.process import EngineProcess
 from serving.errors import BadRequestError, EngineError, GatewayError, NotFoundError, ServiceUnavailableError
 from serving.ops.metrics import GatewayMetrics
@@ -62,6 +63,8 @@ class Replica:
     """Engine LoRA name → why it could not be loaded here."""
     downs: int = 0
     """How often it was marked down; a probe that started before the last time does not count."""
+    admission: SlotAdmission | None = None
+    """Keeps the adapters in flight here within the engine's LoRA slots (``engine.adapter_admission``)."""
 
     @property
     def ready(self) -> bool:
@@ -141,6 +144,11 @@ class EnginePool:
                 replica = Replica(index=i, url=proc.url, process=proc)
                 self.replicas.append(replica)
                 self._watchers.append(asyncio.create_task(self._watch(replica), name=f"engine-watch-{i}"))
+        if engine.adapter_admission:
+            for replica in self.replicas:
+                replica.admission = SlotAdmission(
+                    engine.max_loras, engine.max_cpu_loras, engine.adapter_max_wait_s
+                )
         await self.probe_all()
         self._task = asyncio.create_task(self._health_loop(), name="ragswap-health")
 
@@ -299,13 +307,14 @@ class EnginePool:
         return [r for r in self.replicas if r.ready]
 
     def choose(self, engine_model: str | None) -> Replica:
-        """A ready replica, preferring ones that already hold the adapter, then the least busy."""
+        """A ready replica, preferring ones that already hold the adapter, then (adapter-aware, see
+        :func:`~serving.engine.admission.prefer`) the one where it joins a running batch, then the least busy."""
         ready = self.ready_replicas()
         if not ready:
             raise self.unavailable()
         if engine_model is not None:
             holding = [r for r in ready if engine_model in r.loaded]
-            ready = holding or ready
+            ready = prefer(holding or ready, engine_model, self.settings.engine.max_num_seqs)
         return min(ready, key=lambda r: (r.outstanding, r.index))
 
     def unavailable(self, what: str = "no engine replica is ready") -> ServiceUnavailableError:
@@ -314,13 +323,18 @@ class EnginePool:
         return ServiceUnavailableError(f"{what} ({states}); retry shortly", code="no_ready_replica")
 
     @contextlib.asynccontextmanager
-    async def lease(self, replica: Replica) -> AsyncIterator[Replica]:
-        """Count a request against the replica while it runs (for least-outstanding choice)."""
+    async def lease(self, replica: Replica, engine_model: str | None = None) -> AsyncIterator[Replica]:
+        """Count a request against the replica while it runs (for least-outstanding choice), after admission to
+        one of its LoRA slots when it uses an adapter."""
         replica.outstanding += 1
         gauge = self.metrics.in_flight.labels(str(replica.index))
         gauge.inc()
         try:
-            yield replica
+            if replica.admission is None or engine_model is None:
+                yield replica
+            else:
+                async with replica.admission.admit(engine_model):
+                    yield replica
         finally:
             replica.outstanding -= 1
             gauge.dec()

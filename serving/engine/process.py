@@ -92,7 +92,19 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
             "--max-cpu-loras",
             str(settings.max_cpu_loras),
         ]
-    return [*cmd, *settings.parallel.vllm_args(), *settings.extra_args]
+    return [*cmd, *settings.parallel.vllm_args(), *compilation_args(settings), *settings.extra_args]
+
+
+_COMPILATION_FLAGS = ("--compilation-config", "-cc", "-O", "--optimization-level")
+
+
+def compilation_args(settings: EngineSettings) -> list[str]:
+    """vLLM flags for ``engine.compilation``; none when ``extra_args`` already sets compilation itself."""
+    if any(arg.split("=", 1)[0] in _COMPILATION_FLAGS or arg.startswith("-O") for arg in settings.extra_args):
+        return []
+    if settings.compilation == "eager":
+        return ["--compilation-config", '{"mode": 0}']
+    return []  # inductor: vLLM's CPU default (DYNAMO_TRACE_ONCE + inductor), kept with LoRA by the plugin
 
 
 @dataclass

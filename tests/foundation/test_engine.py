@@ -40,6 +40,12 @@ def test_engine_command_and_env_enable_runtime_lora() -> None:
     cmd = engine_command(settings, "/m", "base", 9100)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--enable-lora" in cmd and cmd[cmd.index("--max-lora-rank") + 1] == "8"
+    assert "--compilation-config" not in cmd  # inductor: vLLM's CPU default, kept with LoRA by the plugin
+    eager = engine_command(settings.model_copy(update={"compilation": "eager"}), "/m", "base", 9100)
+    assert eager[eager.index("--compilation-config") + 1] == '{"mode": 0}'
+    own = settings.model_copy(update={"compilation": "eager", "extra_args": ["-cc", '{"mode": 2}']})
+    assert engine_command(own, "/m", "base", 9100).count("-cc") == 1  # the user's flag wins
+    assert "--compilation-config" not in engine_command(own, "/m", "base", 9100)
     env = engine_env(settings)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
