@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from eval import ALL_METRICS, JUDGED_METRICS
 from ragswap import __version__
 from serving.deps import SettingsDep
 from serving.errors import GatewayError, NotFoundError
@@ -138,8 +139,6 @@ async def collection(request: Request, name: NamePath) -> HTMLResponse:
 @router.get("/evaluations", response_class=HTMLResponse)
 async def evaluations(request: Request, settings: SettingsDep) -> HTMLResponse:
     """The job form offers every metric the evaluation package computes, the configured defaults ticked."""
-    from eval import ALL_METRICS, JUDGED_METRICS
-
     return render(
         request,
         Page("evaluations", "Evaluations", "evaluations"),

@@ -77,8 +77,9 @@ class Console:
     errors: list[str] = field(default_factory=list)
 
     def goto(self, path: str) -> None:
+        """Open a console page and wait until it has loaded its data."""
         self.page.goto(f"{self.gateway.url}{path}")
-        expect(self.page.locator("#main")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(self.page.locator("body[data-ready='true']")).to_be_attached(timeout=TIMEOUT_MS)
 
     def shoot(self, name: str) -> None:
         """Accessibility basics at both widths, then a screenshot of each (the phone one full length)."""
@@ -105,7 +106,7 @@ def sign_in(page: Page, gateway: Gateway, key: str) -> None:
     expect(page.locator("#signin")).to_be_visible()
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#main")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("body[data-ready='true']")).to_be_attached(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +227,45 @@ def test_upload_a_file_and_find_it_in_the_search_playground(console: Console) ->
     console.shoot("collections")
 
 
+# The shape of retrieval's stored tuning report (``POST /v1/collections/{c}/tune``, issue 13, not on this branch).
+TUNING_STAND_IN = {
+    "judged_queries": 60,
+    "unusable_queries": 2,
+    "tuning_queries": 42,
+    "held_out_queries": 18,
+    "before": {"ndcg@10": {"mean": 0.61, "low": 0.52, "high": 0.70}},
+    "after": {"ndcg@10": {"mean": 0.68, "low": 0.60, "high": 0.76}},
+    "previous": {"fusion": "rrf", "candidates": 100},
+    "chosen": {"fusion": "dbsf", "candidates": 50},
+    "stored": True,
+    "seconds": 12.5,
+}
+
+
+def test_a_collection_shows_its_tuning_result(console: Console) -> None:
+    """Stand-in: tuning is not on this branch yet, so the collection's real JSON gets a tuning report added."""
+    page = console.page
+
+    def with_tuning(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "tuning": TUNING_STAND_IN})
+
+    page.route(f"**/v1/collections/{COLLECTION}", with_tuning)
+    try:
+        console.goto(f"/ui/collections/{COLLECTION}")
+        tuned = page.locator("#tuning")
+        expect(tuned).to_contain_text("Tuning result")
+        row = tuned.locator("tr[data-tuned-metric='ndcg@10']")
+        expect(row).to_contain_text("0.610 [0.520, 0.700]")
+        expect(row).to_contain_text("+0.070")
+        expect(tuned).to_contain_text("dbsf")
+        expect(tuned).to_contain_text("held_out_queries")
+    finally:
+        page.unroute(f"**/v1/collections/{COLLECTION}")
+    console.goto(f"/ui/collections/{COLLECTION}")
+    expect(page.locator("#tuning")).to_be_empty()  # nothing when the collection carries no tuning result
+
+
 def test_streaming_chat_to_the_adapter(console: Console) -> None:
     page = console.page
     console.goto("/ui/chat")
@@ -286,7 +326,9 @@ def _start_job(page: Page, name: str, model: str) -> None:
     for box in page.locator("input[name=metrics]").all():
         box.set_checked(box.get_attribute("value") == "rouge_l")
     page.get_by_role("button", name="Start evaluation").click()
-    expect(page.locator(".toast").filter(has_text=f"Started {name} ")).to_contain_text("3 samples over 1 config")
+    expect(page.locator(".toast").filter(has_text=f"Started {name} ")).to_contain_text(
+        "3 samples over 1 config"
+    )
 
 
 def test_evaluation_job_finishes_and_opens_its_report(console: Console) -> None:
@@ -302,6 +344,17 @@ def test_evaluation_job_finishes_and_opens_its_report(console: Console) -> None:
         expect(row).to_have_attribute("data-status", "succeeded", timeout=300_000)  # live progress, no reload
         expect(row).to_contain_text("3 / 3")
     console.shoot("evaluations")
+
+    # A long job, cancelled from its row while it runs.
+    page.get_by_label("Name", exact=True).fill("ui-cancel")
+    page.get_by_label("Dataset rows").fill("\n".join(json.dumps(EVAL_ROWS[i % 3]) for i in range(40)))
+    page.get_by_role("button", name="Start evaluation").click()
+    long_job = page.locator("tr[data-job]").filter(has_text="ui-cancel")
+    expect(long_job).to_have_attribute("data-status", re.compile("queued|running"))
+    long_job.get_by_role("button", name="Cancel").click()
+    page.locator("#cancel-dialog").get_by_role("button", name="Cancel job").click()
+    expect(long_job).to_have_attribute("data-status", "cancelled")
+    expect(long_job.get_by_role("button", name="Cancel")).to_have_count(0)
 
     rows["ui-base"].get_by_role("link", name="Report").click()
     expect(page.locator("#report-card")).to_be_visible()

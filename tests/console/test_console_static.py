@@ -69,7 +69,12 @@ def test_page_renders_with_headers_and_labelled_controls(client: TestClient, pat
     page = client.get(path)
     assert page.status_code == 200
     csp = page.headers["content-security-policy"]
-    for directive in ("script-src 'self'", "connect-src 'self'", "object-src 'none'", "frame-ancestors 'none'"):
+    for directive in (
+        "script-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ):
         assert directive in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     scripts = re.findall(r"<script[^>]*>", page.text)
@@ -79,7 +84,9 @@ def test_page_renders_with_headers_and_labelled_controls(client: TestClient, pat
     parser = _Controls()
     parser.feed(page.text)
     unlabelled = [
-        c for c in parser.controls if c.get("id") not in parser.label_for and not c.get("aria-label") and not c["_wrapped"]
+        c
+        for c in parser.controls
+        if c.get("id") not in parser.label_for and not c.get("aria-label") and not c["_wrapped"]
     ]
     assert parser.controls and unlabelled == [], unlabelled
 
@@ -87,7 +94,9 @@ def test_page_renders_with_headers_and_labelled_controls(client: TestClient, pat
 def test_unknown_pages_and_assets(client: TestClient) -> None:
     assert client.get("/", follow_redirects=False).headers["location"] == "/ui"
     unknown = client.get("/ui/no/such/page")
-    assert unknown.status_code == 404 and "Page not found" in unknown.text and "/ui/no/such/page" in unknown.text
+    assert (
+        unknown.status_code == 404 and "Page not found" in unknown.text and "/ui/no/such/page" in unknown.text
+    )
     missing = client.get("/ui/static/nope.js")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "asset_not_found"
     module = client.get("/ui/static/js/pages/chat.js")
@@ -127,7 +136,9 @@ def test_assets_load_nothing_from_elsewhere() -> None:
     for path in [*STATIC.rglob("*"), *templates.glob("*.html")]:
         if path.suffix in (".js", ".css", ".html", ".svg"):
             text = path.read_text(encoding="utf-8")
-            urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text)) - {"http://www.w3.org/2000/svg"}
+            urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text)) - {
+                "http://www.w3.org/2000/svg"
+            }
             assert not urls, (path, urls)
             assert "@import" not in text and "sourceMappingURL" not in text
 

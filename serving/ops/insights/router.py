@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse
@@ -98,7 +99,7 @@ async def adapter_roots(request: Request, _: AdminDep, settings: SettingsDep) ->
 async def adapter_manifest(ref: RefPath, request: Request, _: ApiKeyDep) -> AdapterManifestView:
     """The ``ragswap.json`` of ``name@version`` (or of the latest version of ``name``)."""
     async with public_api(request) as api:
-        versions = (await api.get(f"/v1/adapters/{ref}"))["data"]
+        versions = (await api.get(f"/v1/adapters/{quote(ref, safe='@')}"))["data"]
     chosen = next((v for v in versions if v.get("latest")), versions[-1]) if "@" not in ref else versions[0]
     manifest, error = await asyncio.to_thread(read_manifest, str(chosen["path"]))
     return AdapterManifestView(model=chosen["model"], path=chosen["path"], manifest=manifest, error=error)
@@ -106,7 +107,9 @@ async def adapter_manifest(ref: RefPath, request: Request, _: ApiKeyDep) -> Adap
 
 async def _results(request: Request, job_id: str) -> dict[str, Any]:
     async with public_api(request) as api:
-        body: dict[str, Any] = await api.get(f"/v1/evaluations/{job_id}/results", {"traces": "true"})
+        body: dict[str, Any] = await api.get(
+            f"/v1/evaluations/{quote(job_id, safe='')}/results", {"traces": "true"}
+        )
     return body
 
 

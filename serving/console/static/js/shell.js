@@ -135,4 +135,5 @@ export async function boot(mount) {
     console.error(err);
     toast(`Could not load this page: ${err.message}`, "error", 0);
   }
+  document.body.dataset.ready = "true"; // the page has loaded its data (tests and scripts can wait on this)
 }

@@ -3,7 +3,7 @@
 // time to first token and latency, and the citations as numbered links that open the cited chunk.
 
 import { api, streamChat } from "../api.js";
-import { $, clear, fixed, h, kv, num, seconds, wireCloseButtons } from "../dom.js";
+import { $, clear, fixed, h, kv, num, plural, seconds, wireCloseButtons } from "../dom.js";
 import { highlighted, modelCatalog, queryTerms } from "../shared.js";
 import { boot } from "../shell.js";
 
@@ -29,6 +29,7 @@ function modelOptions() {
 }
 
 function describeModel() {
+  if (!catalog) return;
   const model = $("#model").value;
   const concrete = catalog.resolve(model);
   $("#model-help").textContent =
@@ -37,9 +38,11 @@ function describeModel() {
 
 async function loadCollections() {
   const select = $("#rag-collection");
+  const previous = select.value;
   try {
     const collections = (await api("/v1/collections")).data;
-    clear(select, collections.length ? collections.map((c) => h("option", { value: c.name }, `${c.name} (${c.documents} docs)`)) : h("option", { value: "" }, "No collection yet"));
+    clear(select, collections.length ? collections.map((c) => h("option", { value: c.name }, `${c.name} (${plural(c.documents, "doc")})`)) : h("option", { value: "" }, "No collection yet"));
+    if (collections.some((c) => c.name === previous)) select.value = previous;
     $("#rag").disabled = !collections.length;
   } catch (err) {
     clear(select, h("option", { value: "" }, "Retrieval unavailable"));
@@ -213,10 +216,13 @@ async function send(text) {
 
 boot(async () => {
   wireCloseButtons();
-  catalog = await modelCatalog();
-  modelOptions();
-  await loadCollections();
-  syncRag();
+  // Adapters, aliases and collections made in another tab show up when this one is looked at again.
+  document.addEventListener("visibilitychange", async () => {
+    if (document.hidden || controller) return;
+    catalog = await modelCatalog();
+    modelOptions();
+    await loadCollections();
+  });
   $("#model").addEventListener("change", describeModel);
   $("#rag").addEventListener("change", syncRag);
   $("#new-chat").addEventListener("click", () => {
@@ -230,7 +236,7 @@ boot(async () => {
   composer.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("#message").value.trim();
-    if (!text || controller) return;
+    if (!text || controller || !catalog) return;
     $("#message").value = "";
     send(text);
   });
@@ -240,4 +246,9 @@ boot(async () => {
       composer.requestSubmit();
     }
   });
+  // Listeners first, data second: a choice made while the lists load is not lost.
+  catalog = await modelCatalog();
+  modelOptions();
+  await loadCollections();
+  syncRag();
 });

@@ -47,32 +47,51 @@ function renderDocs() {
   );
 }
 
+// The tuning report stored with the collection (POST /v1/collections/{c}/tune): held-apart metrics before and
+// after, the settings it replaced and chose, and how many judged queries it used.
 function renderTuning(tuning) {
   const root = $("#tuning");
   if (!tuning) {
     clear(root);
     return;
   }
-  const before = tuning.before ?? tuning.metrics?.before ?? tuning.evaluation?.before;
-  const after = tuning.after ?? tuning.metrics?.after ?? tuning.evaluation?.after;
-  const rows = before && after ? Object.keys(after).filter((k) => typeof after[k] === "number" || typeof after[k]?.mean === "number") : [];
+  const before = tuning.before ?? {};
+  const after = tuning.after ?? {};
   const value = (v) => (typeof v === "number" ? v : v?.mean);
-  const ci = (v) => (v && typeof v === "object" && v.ci_low !== undefined ? ` [${fixed(v.ci_low)}, ${fixed(v.ci_high)}]` : "");
+  const ci = (v) => {
+    const low = v?.low ?? v?.ci_low;
+    const high = v?.high ?? v?.ci_high;
+    return low === undefined || low === null ? "" : ` [${fixed(low)}, ${fixed(high)}]`;
+  };
+  const metrics = Object.keys(after).filter((k) => typeof value(after[k]) === "number");
+  const settings = [...new Set([...Object.keys(tuning.previous ?? {}), ...Object.keys(tuning.chosen ?? {})])];
+  const show = (v) => (v === undefined || v === null ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
   clear(
     root,
-    h("h3", {}, "Tuning result ", badge("tuned", "ok")),
-    rows.length
+    h("h3", {}, "Tuning result ", badge(tuning.stored === false ? "dry run" : "tuned", "ok")),
+    metrics.length
       ? table(
           [
-            { label: "Metric", render: (k) => k },
+            { label: "Held-apart metric", render: (k) => h("code", {}, k) },
             { label: "Before", render: (k) => `${fixed(value(before[k]))}${ci(before[k])}`, class: "num" },
             { label: "After", render: (k) => `${fixed(value(after[k]))}${ci(after[k])}`, class: "num" },
             { label: "Δ", render: (k) => delta(value(after[k]) - value(before[k])), class: "num" },
           ],
-          rows,
+          metrics,
+          { rowAttrs: (k) => ({ "data-tuned-metric": k }) },
         )
       : null,
-    kv(tuning, { skip: ["before", "after"] }),
+    settings.length
+      ? table(
+          [
+            { label: "Setting", render: (k) => h("code", {}, k) },
+            { label: "Previous", render: (k) => show(tuning.previous?.[k]) },
+            { label: "Chosen", render: (k) => h("strong", {}, show(tuning.chosen?.[k])) },
+          ],
+          settings,
+        )
+      : null,
+    kv(tuning, { skip: ["before", "after", "previous", "chosen", "grid", "collection"] }),
   );
 }
 

@@ -76,13 +76,6 @@ function render(result) {
 }
 
 boot(async () => {
-  const jobs = (await api("/v1/evaluations")).data.filter((j) => j.status === "succeeded");
-  const option = (j) => h("option", { value: j.id }, `${j.name} · ${j.configs.join(", ")} · ${when(j.created_at)} (${j.id})`);
-  const params = new URLSearchParams(location.search);
-  for (const [select, key] of [[$("#run-a"), "a"], [$("#run-b"), "b"]]) {
-    clear(select, h("option", { value: "" }, jobs.length ? "Choose a finished run…" : "No finished run yet"), jobs.map(option));
-    if (params.get(key)) select.value = params.get(key);
-  }
   const compare = async () => {
     const a = $("#run-a").value;
     const b = $("#run-b").value;
@@ -102,5 +95,12 @@ boot(async () => {
     e.preventDefault();
     compare();
   });
+  const jobs = (await api("/v1/evaluations")).data.filter((j) => j.status === "succeeded");
+  const option = (j) => h("option", { value: j.id }, `${j.name} · ${j.configs.join(", ")} · ${when(j.created_at)} (${j.id})`);
+  const params = new URLSearchParams(location.search);
+  for (const [select, key] of [[$("#run-a"), "a"], [$("#run-b"), "b"]]) {
+    clear(select, h("option", { value: "" }, jobs.length ? "Choose a finished run…" : "No finished run yet"), jobs.map(option));
+    if (params.get(key)) select.value = params.get(key);
+  }
   if ($("#run-a").value && $("#run-b").value) await compare();
 });
