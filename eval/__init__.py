@@ -61,6 +61,7 @@ _EXPORTS = {
     "ndcg_at_k": "eval.metrics.ir",
     "rank_metrics": "eval.metrics.ir",
     "recall_at_k": "eval.metrics.ir",
+    "pair_configs": "eval.compare",
     "EvalSample": "eval.records",
     "MetricScore": "eval.records",
     "RunSummary": "eval.records",

@@ -33,6 +33,8 @@ ROUTER_MODULES: list[str] = [
     "serving.adapters.router",
     "serving.retrieval.router",
     "serving.evaluations.router",
+    "serving.ops.insights.router",
+    "serving.console.router",
 ]
 
 
