@@ -26,6 +26,7 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 _EXPORTS = {
     "ALL_METRICS": "eval.settings",
+    "JUDGED_METRICS": "eval.settings",
     "EvalSettings": "eval.settings",
     "load_dataset": "eval.dataset",
     "DatasetError": "eval.dataset",
