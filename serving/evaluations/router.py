@@ -22,6 +22,12 @@ from serving.evaluations.service import EvaluationService
 from serving.references import check_collection, check_model, check_models
 
 router = APIRouter(tags=["evaluations"])
+REPORT_HEADERS = {
+    # The report is self-contained (inline CSS, base64 PNGs, no script): nothing else may load from it.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
@@ -74,7 +80,8 @@ async def get_results(
 @router.get("/v1/evaluations/{job_id}/report", response_class=HTMLResponse)
 async def get_report(job_id: JobId, _: ApiKeyDep, service: EvaluationsDep) -> HTMLResponse:
     """The HTML report of a finished job (the same one ``ragswap eval run`` writes), rendered from the database."""
-    return HTMLResponse(await service.report(job_id))
+    headers = {**REPORT_HEADERS, "Content-Disposition": f'inline; filename="report-{job_id}.html"'}
+    return HTMLResponse(await service.report(job_id), headers=headers)
 
 
 @router.post("/v1/evaluations/{job_id}/gate", response_model=GateResult)

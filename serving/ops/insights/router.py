@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
-from fastapi.responses import HTMLResponse
 
 from serving.deps import AdminDep, ApiKeyDep, SettingsDep
 from serving.errors import BadRequestError, ServiceUnavailableError
@@ -36,21 +32,12 @@ from serving.ops.insights.views import (
     compare_results,
     read_manifest,
     registered_paths,
-    render_report_html,
     scan_adapter_sources,
 )
 
 router = APIRouter(tags=["operations"])
 RefPath = Annotated[str, Path(min_length=1, max_length=200)]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
-
-REPORT_HEADERS = {
-    # The report is self-contained (inline CSS, base64 PNGs, no script): nothing else may load from it.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-_render_lock = threading.Lock()  # matplotlib's pyplot state is process-global
 
 
 def get_history(request: Request) -> MetricsHistory:
@@ -111,21 +98,6 @@ async def _results(request: Request, job_id: str) -> dict[str, Any]:
             f"/v1/evaluations/{quote(job_id, safe='')}/results", {"traces": "true"}
         )
     return body
-
-
-@functools.lru_cache(maxsize=16)
-def _render(body: str) -> str:
-    with _render_lock:
-        return render_report_html(json.loads(body))
-
-
-@router.get("/v1/evaluations/{job_id}/report", response_class=HTMLResponse)
-async def evaluation_report(job_id: JobId, request: Request, _: ApiKeyDep) -> HTMLResponse:
-    """The job's HTML report, the same document ``ragswap eval run`` writes as ``report.html``."""
-    results = await _results(request, job_id)
-    html = await asyncio.to_thread(_render, json.dumps(results, sort_keys=True))
-    headers = {**REPORT_HEADERS, "Content-Disposition": f'inline; filename="report-{job_id}.html"'}
-    return HTMLResponse(html, headers=headers)
 
 
 @router.get("/v1/evaluations/{a}/compare/{b}", response_model=RunComparison)

@@ -3,7 +3,6 @@
 - :func:`scan_adapter_sources`: adapter directories under the adapter roots (what can be registered).
 - :func:`read_manifest`: a version's ``ragswap.json``.
 - :func:`compare_results`: B − A per paired config and metric, from two ``/results?traces=true`` bodies.
-- :func:`render_report_html`: the evaluation package's HTML report of one ``/results?traces=true`` body.
 """
 
 from __future__ import annotations
@@ -221,12 +220,3 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> RunComparison:
         pairs=out,
         note=PAIRED_STATS_NOTE,
     )
-
-
-def render_report_html(results: dict[str, Any]) -> str:
-    """The same HTML ``report.html`` holds, rendered from a ``/results?traces=true`` body."""
-    from eval import render_report
-
-    summary, traces = _parse(results)
-    html: str = render_report(summary, traces)
-    return html
