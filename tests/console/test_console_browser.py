@@ -227,41 +227,46 @@ def test_upload_a_file_and_find_it_in_the_search_playground(console: Console) ->
     console.shoot("collections")
 
 
-# The shape of retrieval's stored tuning report (``POST /v1/collections/{c}/tune``, issue 13, not on this branch).
-TUNING_STAND_IN = {
-    "judged_queries": 60,
-    "unusable_queries": 2,
-    "tuning_queries": 42,
-    "held_out_queries": 18,
-    "before": {"ndcg@10": {"mean": 0.61, "low": 0.52, "high": 0.70}},
-    "after": {"ndcg@10": {"mean": 0.68, "low": 0.60, "high": 0.76}},
-    "previous": {"fusion": "rrf", "candidates": 100},
-    "chosen": {"fusion": "dbsf", "candidates": 50},
-    "stored": True,
-    "seconds": 12.5,
-}
+TUNED = "ui-tuned"
+TUNING_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "retrieval"
 
 
 def test_a_collection_shows_its_tuning_result(console: Console) -> None:
-    """Stand-in: tuning is not on this branch yet, so the collection's real JSON gets a tuning report added."""
-    page = console.page
+    """A real ``POST /v1/collections/{c}/tune`` on the retrieval fixture (60 judged queries), then its page."""
+    from retrieval import load_beir
 
-    def with_tuning(route: Any) -> None:
-        response = route.fetch()
-        route.fulfill(response=response, json={**response.json(), "tuning": TUNING_STAND_IN})
-
-    page.route(f"**/v1/collections/{COLLECTION}", with_tuning)
-    try:
-        console.goto(f"/ui/collections/{COLLECTION}")
-        tuned = page.locator("#tuning")
-        expect(tuned).to_contain_text("Tuning result")
-        row = tuned.locator("tr[data-tuned-metric='ndcg@10']")
-        expect(row).to_contain_text("0.610 [0.520, 0.700]")
-        expect(row).to_contain_text("+0.070")
-        expect(tuned).to_contain_text("dbsf")
-        expect(tuned).to_contain_text("held_out_queries")
-    finally:
-        page.unroute(f"**/v1/collections/{COLLECTION}")
+    data = load_beir(TUNING_FIXTURE, "train")
+    qids = sorted(data.qrels)[:60]
+    queries, qrels = {q: data.queries[q] for q in qids}, {q: data.qrels[q] for q in qids}
+    wanted = sorted({d for rel in qrels.values() for d in rel} | set(sorted(data.corpus)[:40]))
+    docs = [{"id": d, "text": data.corpus[d], "metadata": data.metadata[d]} for d in wanted]
+    gateway, page = console.gateway, console.page
+    with httpx.Client(base_url=gateway.url, headers=gateway.headers(admin=True), timeout=600) as admin:
+        assert admin.post("/v1/collections", json={"name": TUNED}).status_code == 201
+        try:
+            assert (
+                admin.post(f"/v1/collections/{TUNED}/documents", json={"documents": docs}).status_code == 200
+            )
+            options = {"bm25": False, "held_out": 0.4, "candidates": [50, 100]}
+            tuned = admin.post(
+                f"/v1/collections/{TUNED}/tune", json={"queries": queries, "qrels": qrels, "options": options}
+            )
+            assert tuned.status_code == 200, tuned.text
+            report = tuned.json()
+            console.goto(f"/ui/collections/{TUNED}")
+            panel = page.locator("#tuning")
+            expect(panel).to_contain_text("Tuning result")
+            before, after = report["before"]["ndcg@10"], report["after"]["ndcg@10"]
+            row = panel.locator("tr[data-tuned-metric='ndcg@10']")
+            expect(row).to_contain_text(f"{before['mean']:.3f} [{before['low']:.3f}, {before['high']:.3f}]")
+            expect(row).to_contain_text(f"{after['mean'] - before['mean']:+.3f}")
+            fusion = report["chosen"]["search"].get("fusion")
+            if fusion:
+                expect(panel.locator("tr", has_text="search.fusion")).to_contain_text(fusion)
+            expect(panel).to_contain_text("held_out_queries")
+            expect(panel).to_contain_text(str(report["held_out_queries"]))
+        finally:
+            admin.delete(f"/v1/collections/{TUNED}")
     console.goto(f"/ui/collections/{COLLECTION}")
     expect(page.locator("#tuning")).to_be_empty()  # nothing when the collection carries no tuning result
 

@@ -64,7 +64,16 @@ function renderTuning(tuning) {
     return low === undefined || low === null ? "" : ` [${fixed(low)}, ${fixed(high)}]`;
   };
   const metrics = Object.keys(after).filter((k) => typeof value(after[k]) === "number");
-  const settings = [...new Set([...Object.keys(tuning.previous ?? {}), ...Object.keys(tuning.chosen ?? {})])];
+  // Settings come grouped (``{"bm25": {...}, "search": {...}}``): one row per setting, named ``group.key``.
+  const flat = (o) =>
+    Object.fromEntries(
+      Object.entries(o ?? {}).flatMap(([k, v]) =>
+        v && typeof v === "object" && !Array.isArray(v) ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2]) : [[k, v]],
+      ),
+    );
+  const previous = flat(tuning.previous);
+  const chosen = flat(tuning.chosen);
+  const settings = [...new Set([...Object.keys(previous), ...Object.keys(chosen)])];
   const show = (v) => (v === undefined || v === null ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
   clear(
     root,
@@ -85,8 +94,8 @@ function renderTuning(tuning) {
       ? table(
           [
             { label: "Setting", render: (k) => h("code", {}, k) },
-            { label: "Previous", render: (k) => show(tuning.previous?.[k]) },
-            { label: "Chosen", render: (k) => h("strong", {}, show(tuning.chosen?.[k])) },
+            { label: "Previous", render: (k) => show(previous[k]) },
+            { label: "Chosen", render: (k) => h("strong", {}, show(chosen[k])) },
           ],
           settings,
         )
