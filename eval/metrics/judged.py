@@ -225,7 +225,14 @@ class JudgedMetrics:
             "the question and answer",
         )
         outputs = await self._ask(plan, StatementGeneratorOutput)
-        return [s for out in outputs for s in out.statements if s.strip()]
+        # Once each: a small judge repeats a statement, and a repeated one would weigh its verdict twice.
+        distinct: dict[str, str] = {}
+        for out in outputs:
+            for statement in out.statements:
+                key = " ".join(statement.lower().split()).rstrip(".")
+                if key:
+                    distinct.setdefault(key, statement.strip())
+        return list(distinct.values())
 
     async def verdicts(self, statements: list[str], contexts: list[str]) -> list[int]:
         """Faithfulness step 2: one 0/1 verdict per statement, supported by any batch of passages."""

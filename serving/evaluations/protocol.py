@@ -50,6 +50,8 @@ class EvaluationCreate(BaseModel):
     """Default: ``eval.metrics``."""
     judge: JudgeOptions = Field(default_factory=JudgeOptions)
     score_only: bool = False
+    """Score the ``response`` each row carries instead of generating one; ``adapters`` then only name the configs
+    (they need not be registered)."""
 
     @field_validator("dataset")
     @classmethod

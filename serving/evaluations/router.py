@@ -50,7 +50,8 @@ async def create_evaluation(
     if body.judge.url and not principal.admin:
         # The gateway would call that URL on the caller's behalf: only admins may point it elsewhere.
         raise ForbiddenError("judge.url needs an admin key", param="judge.url", code="admin_required")
-    check_models(registry, body.adapters, "adapters")
+    if not body.score_only:  # score-only configs only name the answers already in the dataset
+        check_models(registry, body.adapters, "adapters")
     if body.judge.url is None and body.judge.model is not None:
         check_model(registry, body.judge.model, "judge.model")
     await check_collection(getattr(request.app.state, "retrieval", None), body.collection, "collection")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from retrieval import (
     Bm25Settings,
@@ -24,7 +24,9 @@ from retrieval import (
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-META_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+META_KEY_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+"""A metadata key the engine can index: dot-separated segments of letters, digits, ``_`` and ``-``."""
+MetaKey = Annotated[str, StringConstraints(pattern=META_KEY_PATTERN, max_length=128)]
 
 
 class CollectionCreate(BaseModel):
@@ -37,7 +39,7 @@ class CollectionCreate(BaseModel):
     """``float32`` or ``int8`` (faster on CPU); default ``retrieval.embedding_precision``."""
     chunking: ChunkingSettings | None = None
     bm25: Bm25Settings | None = None
-    payload_indexes: dict[str, PayloadIndexType] = Field(default_factory=dict)
+    payload_indexes: dict[MetaKey, PayloadIndexType] = Field(default_factory=dict)
     """Metadata keys the engine indexes (``keyword``, ``integer``, ``float``, ``bool``): any key can be filtered,
     an indexed one fast."""
 

@@ -1,6 +1,6 @@
 """The console in a real Chromium on the live test gateway and its real vLLM engine: every scenario of issue 18's
 "Done means", in the order a user would go through them, with screenshots of each page at desktop and phone width
-written to docs/console/ (committed and shown in docs/console.md).
+written to a temporary folder (``RAGSWAP_SCREENSHOTS_DIR=docs/console`` refreshes the ones docs/console.md shows).
 
 Every page is also checked for the accessibility basics: every form control has a label, every button a name,
 and nothing scrolls horizontally at phone width.
@@ -259,7 +259,8 @@ def test_a_collection_shows_its_tuning_result(console: Console) -> None:
             before, after = report["before"]["ndcg@10"], report["after"]["ndcg@10"]
             row = panel.locator("tr[data-tuned-metric='ndcg@10']")
             expect(row).to_contain_text(f"{before['mean']:.3f} [{before['low']:.3f}, {before['high']:.3f}]")
-            expect(row).to_contain_text(f"{after['mean'] - before['mean']:+.3f}")
+            gain = after["mean"] - before["mean"]
+            expect(row).to_contain_text(f"{gain:+.3f}" if gain else "0.000")  # signed, as the page shows it
             fusion = report["chosen"]["search"].get("fusion")
             if fusion:
                 expect(panel.locator("tr", has_text="search.fusion")).to_contain_text(fusion)

@@ -30,8 +30,10 @@ from tests.eval.long_passage_rows import ROWS, long_sample
 
 pytestmark = pytest.mark.engine
 
-MAX_TOKENS = 320
-"""Judge output limit here; with at most 3 items of 100 characters per list no answer can be cut off."""
+MAX_TOKENS = 512
+"""The judge's default output limit (``eval.judge_max_tokens``). 320 was tried: 3 items of 100 characters fit in
+theory, but the 135M judge pretty-prints its JSON (indentation is free under the schema) and one NLI answer at 8192
+was cut off."""
 # Both windows see every row. To keep the test's time, each row is scored at each window on one of the two
 # metrics whose prompts hold all four passages (they overflowed in issue 15), alternating so that every row gets
 # both across the two windows; precision (one passage per call) and relevancy (none) on a subset of the rows.

@@ -305,6 +305,16 @@ def test_embedding_model_that_does_not_load_is_400(http: httpx.Client, tmp_path:
     assert http.get(f"/v1/collections/{name}").status_code == 404  # nothing was created
 
 
+@pytest.mark.parametrize("key", ["L\\uda17\\udf78c<", "a..b", "trailing.", "x" * 129])
+def test_payload_index_key_the_engine_cannot_index_is_400(http: httpx.Client, key: str) -> None:
+    """Was: 500 (Qdrant Edge: ``invalid JSON path meta.…``), found by the schema fuzzer. ``key`` is JSON text."""
+    body = '{"name": "keyed-kb", "payload_indexes": {"' + key + '": "bool"}}'
+    resp = http.post("/v1/collections", content=body, headers={"content-type": "application/json"})
+    error = assert_error(resp, 400)
+    assert str(error["param"]).startswith("payload_indexes"), error
+    assert http.get("/v1/collections/keyed-kb").status_code == 404  # nothing was created
+
+
 def test_adapter_path_with_a_too_long_name_is_400(http: httpx.Client) -> None:
     """Was: 500 (``ENAMETOOLONG``)."""
     resp = http.post("/v1/adapters", json={"name": "long", "path": "a" * 300})
