@@ -275,6 +275,15 @@ class Scorer:
         return {name: scores[name] for name in self.metrics}
 
 
+EMBEDDING_METRICS = frozenset({"answer_relevancy", "semantic_similarity"})
+"""The metrics that encode text with the local embedding model."""
+
+
+def needs_embeddings(metrics: list[str]) -> bool:
+    """Whether scoring ``metrics`` needs the embedding model (so callers resolve it only then)."""
+    return bool(EMBEDDING_METRICS & set(metrics))
+
+
 def build_scorer(
     metrics: list[str],
     judge: JudgeConfig | None,
@@ -285,12 +294,18 @@ def build_scorer(
     judge_asgi_app: Any | None = None,
     embeddings: LocalEmbeddings | None = None,
 ) -> Scorer:
-    """A :class:`Scorer` with its judge and embeddings built (embeddings only when a metric needs them)."""
-    needs_embeddings = bool({"answer_relevancy", "semantic_similarity"} & set(metrics))
-    if needs_embeddings and embeddings is None:
-        from eval.embeddings import default_embedding_path
+    """A :class:`Scorer` with its judge and embeddings built (embeddings only when a metric needs them).
 
-        embeddings = LocalEmbeddings(embedding_path or default_embedding_path())
+    Raises:
+        ValueError: a metric needs embeddings and neither ``embeddings`` nor ``embedding_path`` is given (the
+            caller resolves the configured model, e.g. with ``eval.embeddings.default_embedding_path``).
+    """
+    if needs_embeddings(metrics) and embeddings is None:
+        if embedding_path is None:
+            raise ValueError(
+                f"metrics {sorted(EMBEDDING_METRICS & set(metrics))} need the embedding model: pass embedding_path"
+            )
+        embeddings = LocalEmbeddings(embedding_path)
     needs_judge = bool(set(JUDGED_METRICS) & set(metrics))
     return Scorer(
         metrics=list(metrics),

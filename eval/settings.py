@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ragswap.settings_base import ragswap_home
+from ragswap import ragswap_home
 
 ALL_METRICS: tuple[str, ...] = (
     "faithfulness",

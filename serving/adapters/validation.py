@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragswap.adapter_manifest import MANIFEST_FILE, AdapterManifest
-from ragswap.model_store.fingerprint import config_fingerprint
+from ragswap import MANIFEST_FILE, AdapterManifest, config_fingerprint
 from serving.errors import BadRequestError, ForbiddenError
 
 logger = logging.getLogger(__name__)

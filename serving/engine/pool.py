@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.engine.admission import SlotAdmission, prefer
 from serving.engine.process import EngineProcess
 from serving.errors import BadRequestError, EngineError, GatewayError, NotFoundError, ServiceUnavailableError
@@ -126,7 +126,7 @@ class EnginePool:
         if engine.urls:
             self.replicas = [Replica(index=i, url=url) for i, url in enumerate(engine.urls)]
         else:
-            from ragswap.model_store import resolve_model
+            from ragswap import resolve_model
 
             model_path = await asyncio.to_thread(
                 resolve_model, self.settings.models.base_model, self.settings.models

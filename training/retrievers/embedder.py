@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrieval import BeirData
 from training.retrievers.common import (
@@ -23,6 +24,9 @@ from training.retrievers.common import (
     stage_bar,
 )
 from training.retrievers.mining import build_bm25, hard_negatives
+
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ def train_embedder(
     data_dir: str | Path,
     output_dir: str | Path,
     *,
+    models: ModelSettings,
     train_query_ids: list[str] | None = None,
     eval_query_ids: list[str] | None = None,
     split: str = "train",
@@ -67,6 +72,7 @@ def train_embedder(
     Args:
         data_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         output_dir: where the trained SentenceTransformer (and ``ragswap-retriever.json``) goes.
+        models: the model store ``base_model`` is resolved in (the entry point's ``settings.models``).
         train_query_ids: queries to learn from (default: a seeded ``1 - eval_fraction`` share of judged queries).
         eval_query_ids: held-apart queries (default: judged queries not trained on).
         split: qrels file name under ``qrels/``.
@@ -92,7 +98,7 @@ def train_embedder(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import set_seed
 
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
@@ -114,7 +120,7 @@ def train_embedder(
             index.close()
         bar.update(1)
     train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
-    model = SentenceTransformer(resolve_model(base_model, ModelSettings()))
+    model = SentenceTransformer(resolve_model(base_model, models))
     model.max_seq_length = max_length
     evaluator = InformationRetrievalEvaluator(
         queries={q: data.queries[q] for q in eval_ids},

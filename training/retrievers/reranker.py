@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrieval import BeirData
 from training.retrievers.common import (
@@ -31,6 +31,9 @@ from training.retrievers.common import (
     stage_bar,
 )
 from training.retrievers.mining import CorpusBm25, build_bm25, hard_negatives
+
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 BLEND_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -139,6 +142,7 @@ def train_reranker(
     data_dir: str | Path,
     output_dir: str | Path,
     *,
+    models: ModelSettings,
     train_query_ids: list[str] | None = None,
     eval_query_ids: list[str] | None = None,
     split: str = "train",
@@ -162,6 +166,7 @@ def train_reranker(
     Args:
         data_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         output_dir: where the trained CrossEncoder (and ``ragswap-retriever.json``) goes.
+        models: the model store ``base_model`` is resolved in (the entry point's ``settings.models``).
         train_query_ids: queries to learn from (default: a seeded ``1 - eval_fraction`` share of judged queries).
         eval_query_ids: held-apart queries for nDCG@10 (default: judged queries not trained on).
         split: qrels file name under ``qrels/``.
@@ -191,7 +196,7 @@ def train_reranker(
     )
     from transformers import set_seed
 
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
@@ -221,7 +226,7 @@ def train_reranker(
         else _pairs(data, negs, train_ids, max_positives)
     )
     train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
-    model = CrossEncoder(resolve_model(base_model, ModelSettings()), num_labels=1, max_length=max_length)
+    model = CrossEncoder(resolve_model(base_model, models), num_labels=1, max_length=max_length)
     before = _ranked_ndcg(
         score_candidates(
             model, data, candidates, desc="scoring held-apart candidates (untrained)", progress=progress
