@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
     from ragswap.adapter_manifest import MANIFEST_FILE, AdapterManifest, AdapterSpec, BaseModelRef
     from ragswap.atomic import write_atomic
     from ragswap.config import Settings, load_settings
-    from ragswap.model_store import ModelSettings, ModelStoreError, resolve_model
+    from ragswap.lora_targets import SERVED_LORA_TARGETS
+    from ragswap.model_store import ModelSettings, ModelStoreError, resolve_model, sha256_file
     from ragswap.model_store.fingerprint import config_fingerprint
     from ragswap.settings_base import ragswap_home
 
@@ -29,15 +30,18 @@ _EXPORTS = {
     "write_atomic": "ragswap.atomic",
     "Settings": "ragswap.config",
     "load_settings": "ragswap.config",
+    "SERVED_LORA_TARGETS": "ragswap.lora_targets",
     "ModelSettings": "ragswap.model_store",
     "ModelStoreError": "ragswap.model_store",
     "resolve_model": "ragswap.model_store",
+    "sha256_file": "ragswap.model_store",
     "config_fingerprint": "ragswap.model_store.fingerprint",
     "ragswap_home": "ragswap.settings_base",
 }
 
 __all__ = [
     "MANIFEST_FILE",
+    "SERVED_LORA_TARGETS",
     "AdapterManifest",
     "AdapterSpec",
     "BaseModelRef",
@@ -49,6 +53,7 @@ __all__ = [
     "load_settings",
     "ragswap_home",
     "resolve_model",
+    "sha256_file",
     "write_atomic",
 ]
 

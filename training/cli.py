@@ -8,8 +8,9 @@ package's part of the ``ragswap adapters`` group, which ``ragswap.cli`` composes
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -120,6 +121,40 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _train_retriever(
+    kind: Literal["reranker", "embedder"],
+    data_dir: Path,
+    train_queries: Path | None,
+    eval_queries: Path | None,
+    **options: Any,
+) -> None:
+    """Run ``train_<kind>`` with the options the user set (the rest are the trainer's defaults) and the configured
+    model store; print nDCG@10 on the held-apart queries before and after."""
+    from ragswap import load_settings
+    from training.config import RecipeError
+    from training.retrievers import embedder, reranker
+    from training.retrievers.common import RetrieverTrainResult
+
+    trainers: dict[str, Callable[..., RetrieverTrainResult]] = {
+        "reranker": reranker.train_reranker,
+        "embedder": embedder.train_embedder,
+    }
+    train = trainers[kind]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        result = train(
+            **_retriever_options(data_dir, train_queries, eval_queries),
+            models=load_settings().models,
+            **_given(**options),
+        )
+    except RecipeError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"{kind} {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
+        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    )
+
+
 @train_app.command("reranker")
 def train_reranker_cmd(
     data_dir: DataDir,
@@ -139,33 +174,21 @@ def train_reranker_cmd(
     loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
-    from ragswap import load_settings
-    from training.config import RecipeError
-    from training.retrievers.reranker import train_reranker
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        result = train_reranker(
-            **_retriever_options(data_dir, train_queries, eval_queries),
-            models=load_settings().models,
-            output_dir=output_dir,
-            split=split,
-            max_steps=max_steps,
-            max_corpus_docs=max_corpus_docs,
-            **_given(
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                negatives=negatives,
-                base_model=base_model,
-                loss=loss,
-            ),
-        )
-    except RecipeError as exc:
-        raise _fail(exc) from exc
-    console.print(
-        f"reranker {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
-        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    _train_retriever(
+        "reranker",
+        data_dir,
+        train_queries,
+        eval_queries,
+        output_dir=output_dir,
+        split=split,
+        max_steps=max_steps,
+        max_corpus_docs=max_corpus_docs,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        negatives=negatives,
+        base_model=base_model,
+        loss=loss,
     )
 
 
@@ -183,26 +206,18 @@ def train_embedder_cmd(
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
 ) -> None:
     """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
-    from ragswap import load_settings
-    from training.config import RecipeError
-    from training.retrievers.embedder import train_embedder
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        result = train_embedder(
-            **_retriever_options(data_dir, train_queries, eval_queries),
-            models=load_settings().models,
-            output_dir=output_dir,
-            split=split,
-            max_steps=max_steps,
-            max_corpus_docs=max_corpus_docs,
-            **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate),
-        )
-    except RecipeError as exc:
-        raise _fail(exc) from exc
-    console.print(
-        f"embedder {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
-        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    _train_retriever(
+        "embedder",
+        data_dir,
+        train_queries,
+        eval_queries,
+        output_dir=output_dir,
+        split=split,
+        max_steps=max_steps,
+        max_corpus_docs=max_corpus_docs,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
     )
 
 

@@ -58,7 +58,6 @@ class Replica:
     outstanding: int = 0
     last_error: str | None = None
     restarts: int = 0
-    last_probe: float = 0.0
     failed_adapters: dict[str, str] = field(default_factory=dict)
     """Engine LoRA name → why it could not be loaded here."""
     downs: int = 0
@@ -275,7 +274,6 @@ class EnginePool:
             self._schedule_reconcile(replica)
         replica.healthy = True
         replica.last_error = None
-        replica.last_probe = time.time()
         if not was_healthy:
             logger.info("replica up", extra={"replica": replica.index, "url": replica.url})
             replica.in_sync = False

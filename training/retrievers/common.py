@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,10 +79,6 @@ def limit_corpus(
     random.Random(seed).shuffle(others)
     chosen = list(keep)[:max_docs] if len(keep) >= max_docs else list(keep) + others[: max_docs - len(keep)]
     return data.subset_corpus(chosen)
-
-
-def save_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def load_judged(data_dir: Path, split: str) -> BeirData:
