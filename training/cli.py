@@ -121,15 +121,17 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _train_retriever(
-    kind: Literal["reranker", "embedder"],
-    data_dir: Path,
-    train_queries: Path | None,
-    eval_queries: Path | None,
-    **options: Any,
-) -> None:
+def _train_retriever(kind: Literal["reranker", "embedder"], command: dict[str, Any]) -> None:
     """Run ``train_<kind>`` with the options the user set (the rest are the trainer's defaults) and the configured
-    model store; print nDCG@10 on the held-apart queries before and after."""
+    model store; print nDCG@10 on the held-apart queries before and after.
+
+    ``command`` is the command's parameters (its ``locals()``): besides the data folder and the two query-id files,
+    each is the trainer's keyword argument of the same name, so both commands share this one plumbing.
+    """
+    options = dict(command)
+    data = _retriever_options(
+        options.pop("data_dir"), options.pop("train_queries"), options.pop("eval_queries")
+    )
     from ragswap import load_settings
     from training.config import RecipeError
     from training.retrievers import embedder, reranker
@@ -142,11 +144,7 @@ def _train_retriever(
     train = trainers[kind]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        result = train(
-            **_retriever_options(data_dir, train_queries, eval_queries),
-            models=load_settings().models,
-            **_given(**options),
-        )
+        result = train(**data, models=load_settings().models, **_given(**options))
     except RecipeError as exc:
         raise _fail(exc) from exc
     console.print(
@@ -174,22 +172,7 @@ def train_reranker_cmd(
     loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
-    _train_retriever(
-        "reranker",
-        data_dir,
-        train_queries,
-        eval_queries,
-        output_dir=output_dir,
-        split=split,
-        max_steps=max_steps,
-        max_corpus_docs=max_corpus_docs,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        negatives=negatives,
-        base_model=base_model,
-        loss=loss,
-    )
+    _train_retriever("reranker", locals())
 
 
 @train_app.command("embedder")
@@ -206,19 +189,7 @@ def train_embedder_cmd(
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
 ) -> None:
     """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
-    _train_retriever(
-        "embedder",
-        data_dir,
-        train_queries,
-        eval_queries,
-        output_dir=output_dir,
-        split=split,
-        max_steps=max_steps,
-        max_corpus_docs=max_corpus_docs,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    _train_retriever("embedder", locals())
 
 
 def adapters_merge(
