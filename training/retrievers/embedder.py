@@ -17,13 +17,11 @@ from retrieval import BeirData
 from training.retrievers.common import (
     RetrieverManifest,
     RetrieverTrainResult,
-    choose_queries,
-    limit_corpus,
-    load_judged,
     positives,
+    prepare_judged,
     stage_bar,
 )
-from training.retrievers.mining import build_bm25, hard_negatives
+from training.retrievers.mining import hard_negatives
 
 if TYPE_CHECKING:
     from ragswap import ModelSettings
@@ -103,21 +101,23 @@ def train_embedder(
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_judged(Path(data_dir), split)
-    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    with stage_bar("indexing the corpus (BM25) and mining hard negatives", 1, progress) as bar:
-        index = build_bm25(data.corpus)
-        try:
-            if max_corpus_docs:
-                data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-                index.close()
-                index = build_bm25(data.corpus)
-            train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-            negs = hard_negatives(
-                index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
-            )
-        finally:
-            index.close()
+    with (
+        prepare_judged(
+            Path(data_dir),
+            split,
+            train_query_ids=train_query_ids,
+            eval_query_ids=eval_query_ids,
+            eval_fraction=eval_fraction,
+            max_corpus_docs=max_corpus_docs,
+            seed=seed,
+            progress=progress,
+        ) as judged,
+        stage_bar("mining hard negatives", 1, progress) as bar,
+    ):
+        data, train_ids, eval_ids = judged.data, judged.train_ids, judged.eval_ids
+        negs = hard_negatives(
+            judged.index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
+        )
         bar.update(1)
     train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
     model = SentenceTransformer(resolve_model(base_model, models))

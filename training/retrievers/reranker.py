@@ -24,13 +24,11 @@ from retrieval import BeirData
 from training.retrievers.common import (
     RetrieverManifest,
     RetrieverTrainResult,
-    choose_queries,
-    limit_corpus,
-    load_judged,
     positives,
+    prepare_judged,
     stage_bar,
 )
-from training.retrievers.mining import CorpusBm25, build_bm25, hard_negatives
+from training.retrievers.mining import CorpusBm25, hard_negatives
 
 if TYPE_CHECKING:
     from ragswap import ModelSettings
@@ -201,23 +199,23 @@ def train_reranker(
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_judged(Path(data_dir), split)
-    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    with stage_bar("indexing the corpus (BM25)", 1, progress) as bar:
-        index = build_bm25(data.corpus)
-        if max_corpus_docs:
-            data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-            index.close()
-            index = build_bm25(data.corpus)
+    with (
+        prepare_judged(
+            Path(data_dir),
+            split,
+            train_query_ids=train_query_ids,
+            eval_query_ids=eval_query_ids,
+            eval_fraction=eval_fraction,
+            max_corpus_docs=max_corpus_docs,
+            seed=seed,
+            progress=progress,
+        ) as judged,
+        stage_bar("mining hard negatives", 1, progress) as bar,
+    ):
+        data, train_ids, eval_ids = judged.data, judged.train_ids, judged.eval_ids
+        negs = hard_negatives(judged.index, data.queries, data.qrels, train_ids, per_query=negatives)
+        candidates = first_stage(data, judged.index, eval_ids, rerank_depth)
         bar.update(1)
-    try:
-        train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-        with stage_bar("mining hard negatives", 1, progress) as bar:
-            negs = hard_negatives(index, data.queries, data.qrels, train_ids, per_query=negatives)
-            candidates = first_stage(data, index, eval_ids, rerank_depth)
-            bar.update(1)
-    finally:
-        index.close()
     qrels = {q: data.qrels[q] for q in eval_ids}
     bm25_ndcg = _ranked_ndcg({q: dict(row) for q, row in candidates.items()}, qrels)
     rows = (
