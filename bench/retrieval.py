@@ -204,6 +204,7 @@ def trained_model(
         train(
             args.dataset,
             tmp,
+            models=ModelSettings(),
             train_query_ids=fit,
             eval_query_ids=choose,
             split="train",

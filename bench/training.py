@@ -106,7 +106,7 @@ def bench_facts(n_facts: int, epochs: float, workdir: Path) -> dict[str, Any]:
             )
             console.print(f"  epoch {state.epoch:.0f}: {acc:.0%} of facts after {train_s:.0f}s of training")
 
-    result = train(config, progress=True, callbacks=[EpochAccuracy()])
+    result = train(config, models=ModelSettings(), progress=True, callbacks=[EpochAccuracy()])
     reached = next((c["train_seconds"] for c in curve if c["accuracy"] >= 0.9), None)
     metrics = result.manifest.metrics
     return {
@@ -127,6 +127,7 @@ def bench_facts(n_facts: int, epochs: float, workdir: Path) -> dict[str, Any]:
 
 
 def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, Any]:
+    from ragswap import ModelSettings
     from retrieval import load_beir, split_queries
     from training import train_embedder, train_reranker
 
@@ -135,10 +136,20 @@ def bench_retrievers(data_dir: Path, workdir: Path, quick: bool) -> dict[str, An
     if quick:
         train_ids, eval_ids = train_ids[:150], eval_ids[:60]
     rr = train_reranker(
-        data_dir, workdir / "reranker", train_query_ids=train_ids, eval_query_ids=eval_ids, **options
+        data_dir,
+        workdir / "reranker",
+        models=ModelSettings(),
+        train_query_ids=train_ids,
+        eval_query_ids=eval_ids,
+        **options,
     )
     emb = train_embedder(
-        data_dir, workdir / "embedder", train_query_ids=train_ids, eval_query_ids=eval_ids, **options
+        data_dir,
+        workdir / "embedder",
+        models=ModelSettings(),
+        train_query_ids=train_ids,
+        eval_query_ids=eval_ids,
+        **options,
     )
     return {
         "scifact_train_queries": len(train_ids),

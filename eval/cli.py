@@ -11,12 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 eval_app = typer.Typer(help="Evaluate RAG quality: RAGAS and IR metrics, HTML reports.", no_args_is_help=True)
+cli_app = typer.Typer()
+"""``ragswap eval ...``; ``ragswap.cli`` adds it to the root."""
+cli_app.add_typer(eval_app, name="eval")
 console = Console(soft_wrap=True)  # messages stay whole lines in CI logs; tables still fit the width
-
-
-def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root `ragswap` command."""
-    app.add_typer(eval_app, name="eval")
 
 
 def _show(renderable: object) -> None:
@@ -68,6 +66,7 @@ def run(
     from eval.dataset import DatasetError, load_dataset
     from eval.jobs import EvalRequest, prepare_run
     from eval.settings import JUDGED_METRICS
+    from ragswap import ModelStoreError, load_settings
 
     try:
         samples = load_dataset(dataset)
@@ -90,8 +89,8 @@ def run(
             structured_output=structured,
             score_only=score_only,
         )
-        prepared = prepare_run(request, server_url=server, api_key=api_key, out=out)
-    except ValueError as exc:
+        prepared = prepare_run(request, load_settings(), server_url=server, api_key=api_key, out=out)
+    except (ValueError, ModelStoreError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     judged = [m for m in prepared.spec.metrics if m in JUDGED_METRICS]
@@ -355,10 +354,11 @@ def judge_check(
 ) -> None:
     """Check the judge alone on the labelled calibration set: agreement per judged metric with 95 % CIs."""
     from eval.calibration import CALIBRATION_SET, load_calibration_set
+    from eval.embeddings import default_embedding_path
     from eval.jobs import judge_config
-    from eval.scoring import build_scorer
+    from eval.scoring import build_scorer, needs_embeddings
     from eval.settings import JUDGED_METRICS
-    from ragswap.config import load_settings
+    from ragswap import load_settings
 
     metrics = metric or list(JUDGED_METRICS)
     unknown = sorted(set(metrics) - set(JUDGED_METRICS))
@@ -376,7 +376,10 @@ def judge_check(
         settings, server_url=server, api_key=api_key, judge_url=judge_url, judge_model=judge_model
     )
     judge.calibration_set = path
-    scorer = build_scorer(metrics, judge, None, strictness=settings.eval.answer_relevancy_strictness)
+    embedding_path = default_embedding_path(settings.models) if needs_embeddings(metrics) else None
+    scorer = build_scorer(
+        metrics, judge, embedding_path, strictness=settings.eval.answer_relevancy_strictness
+    )
 
     async def check() -> object:
         try:

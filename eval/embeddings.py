@@ -5,26 +5,28 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ragas.embeddings.base import BaseRagasEmbedding
 
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
-def default_embedding_path() -> Path:
-    """The configured embedding model from the offline model store (never downloaded)."""
-    from ragswap.config import load_settings
-    from ragswap.model_store import resolve_model
 
-    settings = load_settings()
-    return Path(resolve_model(settings.models.embedding_model, settings.models))
+def default_embedding_path(models: ModelSettings) -> Path:
+    """The configured embedding model (``models.embedding_model``) from the offline model store (never
+    downloaded)."""
+    from ragswap import resolve_model
+
+    return Path(resolve_model(models.embedding_model, models))
 
 
 class LocalEmbeddings(BaseRagasEmbedding):
     """Wraps a local ``SentenceTransformer`` directory; loaded once, encoded off the event loop.
 
     Example:
-        >>> emb = LocalEmbeddings(default_embedding_path())
+        >>> emb = LocalEmbeddings(default_embedding_path(settings.models))
         >>> len(emb.embed_text("hello"))
         384
     """

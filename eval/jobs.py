@@ -14,7 +14,7 @@ from eval.settings import ALL_METRICS, EvalSettings
 
 if TYPE_CHECKING:
     from eval.scoring import JudgeConfig
-    from ragswap.config import Settings
+    from ragswap import Settings
 
 RetrievalMode = Literal["hybrid", "dense", "sparse"]
 
@@ -91,6 +91,8 @@ class PreparedRun:
     judge_via_gateway: bool = True
     judge_tokenizer: Path | None = None
     """The judge model's tokenizer when it is in the local model store (exact prompt budgets)."""
+    embedding_path: Path | None = None
+    """The embedding model, resolved from the settings when a metric needs it."""
 
     async def execute(
         self, progress: ProgressCallback | None = None, sink: TraceSink | None = None
@@ -107,7 +109,7 @@ class PreparedRun:
         scorer = build_scorer(
             self.spec.metrics,
             judge,
-            None,
+            self.embedding_path,
             k=self.spec.k,
             strictness=settings.answer_relevancy_strictness,
             judge_asgi_app=self.asgi_app if self.judge_via_gateway else None,
@@ -139,19 +141,22 @@ class PreparedRun:
 
 def prepare_run(
     request: EvalRequest,
+    settings: Settings,
     *,
     server_url: str | None = None,
     api_key: str | None = None,
     out: Path | None = None,
     run_id: str | None = None,
     asgi_app: Any | None = None,
-    settings: Settings | None = None,
 ) -> PreparedRun:
-    """Resolve defaults from the settings (judge = the gateway and its base model) into a :class:`PreparedRun`."""
-    from eval.records import JudgeInfo
-    from ragswap.config import load_settings
+    """Resolve defaults from the settings (judge = the gateway and its base model) into a :class:`PreparedRun`.
 
-    settings = settings or load_settings()
+    ``settings`` are the entry point's (CLI command, worker): nothing here reads the configuration again.
+    """
+    from eval.embeddings import default_embedding_path
+    from eval.records import JudgeInfo
+    from eval.scoring import needs_embeddings
+
     server_url = server_url or f"http://{settings.server.host}:{settings.server.port}"
     if api_key is None and settings.server.api_keys:
         api_key = settings.server.api_keys[0].get_secret_value()
@@ -187,6 +192,7 @@ def prepare_run(
         asgi_app=asgi_app,
         judge_via_gateway=via_gateway,
         judge_tokenizer=judge_tokenizer_dir(judge_model, settings),
+        embedding_path=default_embedding_path(settings.models) if needs_embeddings(spec.metrics) else None,
     )
 
 
@@ -229,7 +235,7 @@ def judge_config(
 def judge_tokenizer_dir(judge_model: str, settings: Settings) -> Path | None:
     """The judge's tokenizer folder when ``judge_model`` is a model-store name or a local model directory."""
     from eval.budget import local_tokenizer_dir
-    from ragswap.model_store import ModelStoreError, resolve_model
+    from ragswap import ModelStoreError, resolve_model
 
     try:
         return local_tokenizer_dir(resolve_model(judge_model, settings.models))

@@ -27,6 +27,7 @@ from ragas.llms.base import InstructorBaseRagasLLM
 from eval.budget import PromptBudget, make_counter, reported_window, resolve_window
 from eval.cache import JudgeCache, cache_key
 from eval.records import JudgeCall
+from eval.settings import judge_default
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,8 +38,6 @@ T = TypeVar("T", bound=BaseModel)
 
 _calls: contextvars.ContextVar[list[JudgeCall] | None] = contextvars.ContextVar("judge_calls", default=None)
 
-MAX_LIST_ITEMS = 8
-MAX_STRING_CHARS = 200
 # ragas declares these 0/1 verdicts as plain ``int`` (described as "0/1"); the schema sent to the judge says so.
 BINARY_FIELDS = frozenset({"verdict", "attributed", "noncommittal"})
 
@@ -138,17 +137,17 @@ class JudgeLLM(InstructorBaseRagasLLM):
         model: str,
         *,
         structured_output: bool = True,
-        max_retries: int = 2,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        concurrency: int = 8,
+        max_retries: int = judge_default("judge_max_retries"),
+        max_tokens: int = judge_default("judge_max_tokens"),
+        temperature: float = judge_default("judge_temperature"),
+        concurrency: int = judge_default("judge_concurrency"),
         cache: JudgeCache | None = None,
-        max_items: int = MAX_LIST_ITEMS,
-        max_chars: int = MAX_STRING_CHARS,
+        max_items: int = judge_default("judge_max_items"),
+        max_chars: int = judge_default("judge_max_chars"),
         extra_body: dict[str, Any] | None = None,
         context_tokens: int | None = None,
         tokenizer_dir: Path | None = None,
-        chars_per_token: float = 2.5,
+        chars_per_token: float = judge_default("judge_chars_per_token"),
         budget: PromptBudget | None = None,
     ) -> None:
         self.client = client

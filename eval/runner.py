@@ -16,7 +16,6 @@ database instead (then no run directory is written).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -286,7 +285,3 @@ async def execute_run(
             await asyncio.to_thread(write_report, run_dir)
     logger.info("evaluation run finished", extra={"run_dir": str(run_dir), "samples": total})
     return summary
-
-
-def load_spec(run_dir: Path) -> RunSpec:
-    return RunSpec.model_validate(json.loads((run_dir / "run.json").read_text(encoding="utf-8")))

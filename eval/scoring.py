@@ -14,7 +14,7 @@ from eval.metrics import ir
 from eval.metrics.answer import rouge_l
 from eval.metrics.judged import JudgedMetrics
 from eval.records import EvalSample, JudgeCheck, JudgeInfo, MetricScore, RetrievedChunk, SampleTrace
-from eval.settings import ALL_METRICS, JUDGED_METRICS, EvalSettings
+from eval.settings import ALL_METRICS, JUDGED_METRICS, EvalSettings, judge_default
 
 
 @dataclass
@@ -25,20 +25,20 @@ class JudgeConfig:
     model: str
     api_key: str = "x"
     structured_output: bool = True
-    max_retries: int = 2
-    max_tokens: int = 512
-    temperature: float = 0.0
-    timeout_s: float = 120.0
-    concurrency: int = 8
+    max_retries: int = judge_default("judge_max_retries")
+    max_tokens: int = judge_default("judge_max_tokens")
+    temperature: float = judge_default("judge_temperature")
+    timeout_s: float = judge_default("judge_timeout_s")
+    concurrency: int = judge_default("judge_concurrency")
     cache_dir: Path | None = None
-    max_items: int = 6
-    max_chars: int = 200
-    few_shot: list[str] = field(default_factory=lambda: ["answer_relevancy", "context_recall"])
+    max_items: int = judge_default("judge_max_items")
+    max_chars: int = judge_default("judge_max_chars")
+    few_shot: list[str] = field(default_factory=lambda: judge_default("judge_few_shot"))
     context_tokens: int | None = None
     """The judge's window; ``None`` = its ``/v1/models`` ``max_model_len`` (see :mod:`eval.budget`)."""
     tokenizer_dir: Path | None = None
     """The judge model's tokenizer when it is local (exact token counts); ``None`` = estimate."""
-    chars_per_token: float = 2.5
+    chars_per_token: float = judge_default("judge_chars_per_token")
     judge_check: bool = False
     """Check the judge on the calibration set before scoring (runs built from settings turn it on)."""
     check_cache_dir: Path | None = None
@@ -275,6 +275,15 @@ class Scorer:
         return {name: scores[name] for name in self.metrics}
 
 
+EMBEDDING_METRICS = frozenset({"answer_relevancy", "semantic_similarity"})
+"""The metrics that encode text with the local embedding model."""
+
+
+def needs_embeddings(metrics: list[str]) -> bool:
+    """Whether scoring ``metrics`` needs the embedding model (so callers resolve it only then)."""
+    return bool(EMBEDDING_METRICS & set(metrics))
+
+
 def build_scorer(
     metrics: list[str],
     judge: JudgeConfig | None,
@@ -285,12 +294,18 @@ def build_scorer(
     judge_asgi_app: Any | None = None,
     embeddings: LocalEmbeddings | None = None,
 ) -> Scorer:
-    """A :class:`Scorer` with its judge and embeddings built (embeddings only when a metric needs them)."""
-    needs_embeddings = bool({"answer_relevancy", "semantic_similarity"} & set(metrics))
-    if needs_embeddings and embeddings is None:
-        from eval.embeddings import default_embedding_path
+    """A :class:`Scorer` with its judge and embeddings built (embeddings only when a metric needs them).
 
-        embeddings = LocalEmbeddings(embedding_path or default_embedding_path())
+    Raises:
+        ValueError: a metric needs embeddings and neither ``embeddings`` nor ``embedding_path`` is given (the
+            caller resolves the configured model, e.g. with ``eval.embeddings.default_embedding_path``).
+    """
+    if needs_embeddings(metrics) and embeddings is None:
+        if embedding_path is None:
+            raise ValueError(
+                f"metrics {sorted(EMBEDDING_METRICS & set(metrics))} need the embedding model: pass embedding_path"
+            )
+        embeddings = LocalEmbeddings(embedding_path)
     needs_judge = bool(set(JUDGED_METRICS) & set(metrics))
     return Scorer(
         metrics=list(metrics),

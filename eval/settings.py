@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ragswap.settings_base import ragswap_home
+from ragswap import ragswap_home
 
 ALL_METRICS: tuple[str, ...] = (
     "faithfulness",
@@ -84,3 +85,10 @@ class EvalSettings(BaseModel):
     generation_max_tokens: int = Field(default=128, ge=1)
     """``max_tokens`` of the answers generated during a run."""
     generation_concurrency: int = Field(default=4, ge=1, le=256)
+
+
+def judge_default(name: str) -> Any:
+    """The ``eval`` section's default for ``name`` (e.g. ``judge_max_items``): the one source of the judge's
+    defaults, so that a judge built without settings (:class:`eval.JudgeConfig`, :class:`eval.JudgeLLM`) behaves
+    like one built from them."""
+    return EvalSettings.model_fields[name].get_default(call_default_factory=True)

@@ -1,4 +1,9 @@
-"""The ``ragswap`` command. Each package contributes its subcommands through ``<package>.cli.register``."""
+"""The ``ragswap`` command, composed here from what each package contributes.
+
+Each package exports its commands as typer apps in its ``__all__`` (``cli_app``: its top-level commands and
+groups; ``adapters_app``: its part of the shared ``ragswap adapters`` group). This module adds them; no package
+adds commands to another package's app.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import eval.cli
-import retrieval.cli
-import serving.cli
-import training.cli
+from eval import cli_app as eval_cli_app
 from ragswap.config import load_settings
 from ragswap.log import configure_logging
+from retrieval import cli_app as retrieval_cli_app
+from serving import adapters_app as serving_adapters_app
+from serving import cli_app as serving_cli_app
+from training import adapters_app as training_adapters_app
+from training import cli_app as training_cli_app
 
 app = typer.Typer(
     help="ragswap: hot-swappable LoRA serving, hybrid RAG, training and evaluation.", no_args_is_help=True
@@ -101,7 +108,7 @@ def engine(
 ) -> None:
     """Run the configured base model in one vLLM engine (LoRA on, loopback) until interrupted."""
     from ragswap.model_store import resolve_model
-    from serving.engine import EngineProcess
+    from serving import EngineProcess
 
     settings = load_settings()
     model_path = resolve_model(settings.models.base_model, settings.models)
@@ -129,8 +136,15 @@ def demo() -> None:
     run_demo(load_settings(), console)
 
 
-for package_cli in (serving.cli, training.cli, retrieval.cli, eval.cli):
-    package_cli.register(app)
+adapters_app = typer.Typer(
+    help="Adapters: a running gateway's registry (list, push, alias, ...) and local merge/export.",
+    no_args_is_help=True,
+)
+for part in (serving_adapters_app, training_adapters_app):
+    adapters_app.add_typer(part)
+app.add_typer(adapters_app, name="adapters")
+for package_app in (serving_cli_app, training_cli_app, retrieval_cli_app, eval_cli_app):
+    app.add_typer(package_app)
 
 
 def main() -> None:

@@ -20,12 +20,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from eval.settings import EvalSettings
+from eval import EvalSettings
 from ragswap.model_store.settings import ModelSettings
-from retrieval.settings import RetrievalSettings
-from serving.engine.settings import EngineSettings
-from serving.settings import ServerSettings, WorkerSettings
-from training.settings import TrainingSettings
+from retrieval import RetrievalSettings
+from serving import EngineSettings, ServerSettings, WorkerSettings
 
 
 def config_file() -> Path | None:
@@ -51,7 +49,6 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
     from retrieval.beir import BeirData, load_beir, split_queries
+    from retrieval.cli import cli_app
     from retrieval.errors import (
         CollectionExistsError,
         CollectionNotFoundError,
@@ -95,6 +96,8 @@ _WHERE = {
     "conversation_query": "retrieval.rag",
     "ground": "retrieval.rag",
     "grounded_messages": "retrieval.rag",
+    # the package's commands (``ragswap.cli`` adds them to the root)
+    "cli_app": "retrieval.cli",
     # errors
     "CollectionExistsError": "retrieval.errors",
     "CollectionNotFoundError": "retrieval.errors",
@@ -148,6 +151,7 @@ __all__ = [
     "TuneReport",
     "UnsupportedFormatError",
     "blend",
+    "cli_app",
     "content_id",
     "conversation_query",
     "ground",

@@ -25,7 +25,7 @@ collections_app = typer.Typer(help="Retrieval collections.", no_args_is_help=Tru
 
 def _service() -> RetrievalService:
     """The service over the configured store; exits with the store's message when another process holds it."""
-    from ragswap.config import load_settings
+    from ragswap import load_settings
     from retrieval.errors import StoreBusyError
     from retrieval.service import RetrievalService
 
@@ -325,8 +325,8 @@ def collections_tune(
     console.print("stored with the collection" if report.stored else "dry run: nothing stored")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root `ragswap` command."""
-    app.command("ingest")(ingest)
-    app.command("search")(search)
-    app.add_typer(collections_app, name="collections")
+cli_app = typer.Typer()
+"""``ragswap ingest``, ``ragswap search`` and ``ragswap collections ...``; ``ragswap.cli`` adds them to the root."""
+cli_app.command("ingest")(ingest)
+cli_app.command("search")(search)
+cli_app.add_typer(collections_app, name="collections")

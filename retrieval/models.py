@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragswap.model_store import ModelSettings, ModelStoreError, resolve_model
+from ragswap import ModelSettings, ModelStoreError, resolve_model
 from retrieval.errors import ModelLoadError
 from retrieval.settings import EmbeddingPrecision
 

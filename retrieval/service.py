@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragswap.model_store import ModelSettings
+from ragswap import ModelSettings
 from retrieval import fusion
 from retrieval.chunking import Chunker, TokenMeter
 from retrieval.errors import InvalidDocumentError, InvalidSearchError

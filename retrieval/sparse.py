@@ -96,7 +96,7 @@ class Bm25Index:
         [[(0, 0.69...)]]
     """
 
-    def __init__(self, texts: list[str], settings: Bm25Settings | None = None) -> None:
+    def __init__(self, texts: list[str], settings: Bm25Settings) -> None:
         import shutil
         import tempfile
 
@@ -109,7 +109,6 @@ class Bm25Index:
             UpdateOperation,
         )
 
-        settings = settings or Bm25Settings()
         if settings.avg_len is None and texts:
             sample = texts[:5000]
             settings = settings.model_copy(

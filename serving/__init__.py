@@ -1,21 +1,46 @@
 """ragswap's OpenAI-compatible gateway over vLLM replicas with hot-swappable LoRA adapters.
 
-Public API: :func:`build_app` (imported lazily so that ``ragswap --help`` stays fast).
+Other packages import only the names listed here. Imports are lazy so that ``ragswap --help`` stays fast:
+:func:`build_app` (the app factory), the ``engine``/``server``/``worker`` settings sections, :class:`EngineProcess`
+(one vLLM engine), and the package's commands (:data:`cli_app`, :data:`adapters_app`) that ``ragswap.cli``
+adds to the root command.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
     from serving.app import build_app
+    from serving.cli import adapters_app, cli_app
+    from serving.engine import EngineProcess
+    from serving.engine.settings import EngineSettings
+    from serving.settings import ServerSettings, WorkerSettings
 
-__all__ = ["build_app"]
+_EXPORTS = {
+    "build_app": "serving.app",
+    "adapters_app": "serving.cli",
+    "cli_app": "serving.cli",
+    "EngineProcess": "serving.engine",
+    "EngineSettings": "serving.engine.settings",
+    "ServerSettings": "serving.settings",
+    "WorkerSettings": "serving.settings",
+}
+
+__all__ = [
+    "EngineProcess",
+    "EngineSettings",
+    "ServerSettings",
+    "WorkerSettings",
+    "adapters_app",
+    "build_app",
+    "cli_app",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "build_app":
-        from serving.app import build_app
-
-        return build_app
-    raise AttributeError(name)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)

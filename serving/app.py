@@ -18,7 +18,7 @@ from types import ModuleType
 import httpx
 from fastapi import FastAPI
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.errors import install_error_handlers
 
 logger = logging.getLogger(__name__)

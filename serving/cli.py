@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-adapters_app = typer.Typer(help="Adapters of a running gateway.", no_args_is_help=True)
+cli_app = typer.Typer()
+"""``ragswap serve``, ``ragswap worker`` and ``ragswap controlplane ...``; ``ragswap.cli`` adds them to the root."""
+adapters_app = typer.Typer()
+"""This package's ``ragswap adapters ...`` commands; ``ragswap.cli`` merges them into that group."""
 controlplane_app = typer.Typer(
     help="The control-plane database (server.database_url, default SQLite in server.state_dir).",
     no_args_is_help=True,
@@ -32,7 +35,7 @@ KeyOpt = Annotated[
 def _client(url: str | None, key: str | None) -> Any:
     import httpx
 
-    from ragswap.config import load_settings
+    from ragswap import load_settings
 
     settings = load_settings()
     base = url or f"http://{settings.server.host}:{settings.server.port}"
@@ -135,7 +138,7 @@ def adapters_alias(
 
 def _open_plane(migrate: bool) -> Any:
     from controlplane import ControlPlane, ControlPlaneError
-    from ragswap.config import load_settings
+    from ragswap import load_settings
 
     settings = load_settings()
     url = settings.server.database_url
@@ -203,88 +206,84 @@ def controlplane_status() -> None:
         plane.close()
 
 
-def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root `ragswap` command."""
+@cli_app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (default server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default server.port).")] = None,
+    engine_url: Annotated[
+        list[str] | None,
+        typer.Option(help="Use running vLLM replicas instead of starting them (repeatable)."),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="Embedded replicas to start (engine.replicas).")
+    ] = None,
+) -> None:
+    """Start the gateway (and the vLLM engine replicas unless engine.urls is set) in one command."""
+    from ragswap import load_settings
+    from serving.server import InsecureBindError, StartupFailedError, serve
 
-    @app.command("serve")
-    def serve_cmd(
-        host: Annotated[str | None, typer.Option(help="Bind address (default server.host).")] = None,
-        port: Annotated[int | None, typer.Option(help="Port (default server.port).")] = None,
-        engine_url: Annotated[
-            list[str] | None,
-            typer.Option(help="Use running vLLM replicas instead of starting them (repeatable)."),
-        ] = None,
-        replicas: Annotated[
-            int | None, typer.Option(help="Embedded replicas to start (engine.replicas).")
-        ] = None,
-    ) -> None:
-        """Start the gateway (and the vLLM engine replicas unless engine.urls is set) in one command."""
-        from ragswap.config import load_settings
-        from serving.server import InsecureBindError, StartupFailedError, serve
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = load_settings()
+    server = settings.server.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    engine_update: dict[str, Any] = {}
+    if engine_url:
+        engine_update["urls"] = [u.rstrip("/") for u in engine_url]
+    if replicas:
+        engine_update["replicas"] = replicas
+    settings = settings.model_copy(
+        update={"server": server, "engine": settings.engine.model_copy(update=engine_update)}
+    )
+    try:
+        serve(settings)
+    except (InsecureBindError, StartupFailedError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        settings = load_settings()
-        server = settings.server.model_copy(
-            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-        )
-        engine_update: dict[str, Any] = {}
-        if engine_url:
-            engine_update["urls"] = [u.rstrip("/") for u in engine_url]
-        if replicas:
-            engine_update["replicas"] = replicas
-        settings = settings.model_copy(
-            update={"server": server, "engine": settings.engine.model_copy(update=engine_update)}
-        )
-        try:
-            serve(settings)
-        except (InsecureBindError, StartupFailedError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
 
-    @app.command("worker")
-    def worker_cmd(
-        gateway_url: Annotated[
-            str | None,
-            typer.Option(help="Gateway (or load balancer) the jobs run against (worker.gateway_url)."),
-        ] = None,
-        concurrency: Annotated[
-            int | None, typer.Option(help="Jobs run at once (worker.concurrency).", min=1, max=16)
-        ] = None,
-        health_port: Annotated[
-            int | None, typer.Option(help="Serve /health and /ready on this port (worker.health_port).")
-        ] = None,
-        embedded_by: Annotated[
-            int | None,
-            typer.Option(
-                "--embedded-by", hidden=True, help="Started by this gateway pid; settings on stdin."
-            ),
-        ] = None,
-    ) -> None:
-        """Run evaluation jobs from the control plane's queue until interrupted (SIGTERM hands the job back).
+@cli_app.command("worker")
+def worker_cmd(
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(help="Gateway (or load balancer) the jobs run against (worker.gateway_url)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once (worker.concurrency).", min=1, max=16)
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /health and /ready on this port (worker.health_port).")
+    ] = None,
+    embedded_by: Annotated[
+        int | None,
+        typer.Option("--embedded-by", hidden=True, help="Started by this gateway pid; settings on stdin."),
+    ] = None,
+) -> None:
+    """Run evaluation jobs from the control plane's queue until interrupted (SIGTERM hands the job back).
 
-        On PostgreSQL (server.database_url) run as many as you like, anywhere that reaches the database and a
-        gateway; `ragswap serve` on the embedded SQLite database already runs one itself.
-        """
-        import json
-        import sys
+    On PostgreSQL (server.database_url) run as many as you like, anywhere that reaches the database and a
+    gateway; `ragswap serve` on the embedded SQLite database already runs one itself.
+    """
+    import json
+    import sys
 
-        from ragswap.config import Settings, load_settings
-        from serving.evaluations.worker import run_worker_process
+    from ragswap import Settings, load_settings
+    from serving.evaluations.worker import run_worker_process
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        settings = Settings(**json.loads(sys.stdin.read())) if embedded_by else load_settings()
-        update = {
-            k: v
-            for k, v in {
-                "gateway_url": gateway_url,
-                "concurrency": concurrency,
-                "health_port": health_port,
-            }.items()
-            if v is not None
-        }
-        if update:
-            settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
-        run_worker_process(settings, embedded_by=embedded_by)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = Settings(**json.loads(sys.stdin.read())) if embedded_by else load_settings()
+    update = {
+        k: v
+        for k, v in {
+            "gateway_url": gateway_url,
+            "concurrency": concurrency,
+            "health_port": health_port,
+        }.items()
+        if v is not None
+    }
+    if update:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
+    run_worker_process(settings, embedded_by=embedded_by)
 
-    app.add_typer(adapters_app, name="adapters")
-    app.add_typer(controlplane_app, name="controlplane")
+
+cli_app.add_typer(controlplane_app, name="controlplane")

@@ -14,7 +14,7 @@ from serving.errors import ConflictError, GatewayError, NotFoundError, ServiceUn
 
 if TYPE_CHECKING:
     from controlplane import ControlPlane, ControlPlaneError
-    from ragswap.config import Settings
+    from ragswap import Settings
 
 P = ParamSpec("P")
 T = TypeVar("T")

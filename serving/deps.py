@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.adapters.registry import AdapterRegistry
 from serving.engine.pool import EnginePool
 from serving.errors import ForbiddenError, UnauthorizedError

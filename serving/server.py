@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.app import build_app
 
 logger = logging.getLogger(__name__)

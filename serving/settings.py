@@ -8,7 +8,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from ragswap.settings_base import ragswap_home
+from ragswap import ragswap_home
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """Training: LoRA/DoRA/QLoRA SFT and DPO adapters, adapter merge/export, reranker and embedder fine-tuning.
 
 Heavy libraries (torch, transformers, TRL, peft, sentence-transformers) are imported inside the functions, so
-importing this package stays cheap.
+importing this package stays cheap; its commands (``cli_app``, ``adapters_app``, added to the root by
+``ragswap.cli``) load lazily.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from training.config import DatasetSpec, RecipeError, TrainConfig, load_config, parse_config
 from training.data import DatasetError
@@ -12,6 +17,9 @@ from training.retrievers.common import RetrieverManifest, RetrieverTrainResult
 from training.retrievers.embedder import train_embedder
 from training.retrievers.reranker import train_reranker
 from training.trainer import HardwareError, TrainResult, train
+
+if TYPE_CHECKING:
+    from training.cli import adapters_app, cli_app
 
 __all__ = [
     "DatasetError",
@@ -24,6 +32,8 @@ __all__ = [
     "RetrieverTrainResult",
     "TrainConfig",
     "TrainResult",
+    "adapters_app",
+    "cli_app",
     "export_merged",
     "load_config",
     "merge_adapters",
@@ -33,3 +43,11 @@ __all__ = [
     "train_embedder",
     "train_reranker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("adapters_app", "cli_app"):
+        from training import cli
+
+        return getattr(cli, name)
+    raise AttributeError(name)

@@ -1,15 +1,16 @@
 """``ragswap train ...`` and ``ragswap adapters merge|export``.
 
 ``ragswap train CONFIG.yaml`` runs an SFT/DPO recipe (``sft`` is the default subcommand); ``ragswap train reranker``
-and ``ragswap train embedder`` fine-tune the retrieval models on BEIR judgements. ``merge`` and ``export`` join the
-serving package's ``ragswap adapters`` group.
+and ``ragswap train embedder`` fine-tune the retrieval models on BEIR judgements. ``merge`` and ``export`` are this
+package's part of the ``ragswap adapters`` group, which ``ragswap.cli`` composes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -61,14 +62,16 @@ def train_sft(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """Train a LoRA/DoRA/QLoRA adapter from a recipe (SFT, or DPO for `dpo` datasets)."""
+    from ragswap import load_settings
     from training.config import RecipeError, load_config
     from training.register import RegisterError, register_adapter
     from training.trainer import HardwareError, train
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = load_settings()
     try:
         recipe = load_config(config, output_dir=output_dir, max_steps=max_steps, name=name)
-        result = train(recipe, resume=resume, progress=progress)
+        result = train(recipe, models=settings.models, resume=resume, progress=progress)
     except (RecipeError, HardwareError) as exc:
         raise _fail(exc) from exc
     metrics = result.manifest.metrics
@@ -80,9 +83,7 @@ def train_sft(
     )
     if register:
         if api_key is None:
-            from ragswap.config import load_settings
-
-            keys = load_settings().server.admin_keys
+            keys = settings.server.admin_keys
             api_key = keys[0].get_secret_value() if keys else None
         try:
             data = register_adapter(
@@ -120,6 +121,38 @@ def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _train_retriever(kind: Literal["reranker", "embedder"], command: dict[str, Any]) -> None:
+    """Run ``train_<kind>`` with the options the user set (the rest are the trainer's defaults) and the configured
+    model store; print nDCG@10 on the held-apart queries before and after.
+
+    ``command`` is the command's parameters (its ``locals()``): besides the data folder and the two query-id files,
+    each is the trainer's keyword argument of the same name, so both commands share this one plumbing.
+    """
+    options = dict(command)
+    data = _retriever_options(
+        options.pop("data_dir"), options.pop("train_queries"), options.pop("eval_queries")
+    )
+    from ragswap import load_settings
+    from training.config import RecipeError
+    from training.retrievers import embedder, reranker
+    from training.retrievers.common import RetrieverTrainResult
+
+    trainers: dict[str, Callable[..., RetrieverTrainResult]] = {
+        "reranker": reranker.train_reranker,
+        "embedder": embedder.train_embedder,
+    }
+    train = trainers[kind]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        result = train(**data, models=load_settings().models, **_given(**options))
+    except RecipeError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"{kind} {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
+        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
+    )
+
+
 @train_app.command("reranker")
 def train_reranker_cmd(
     data_dir: DataDir,
@@ -139,32 +172,7 @@ def train_reranker_cmd(
     loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
-    from training.config import RecipeError
-    from training.retrievers.reranker import train_reranker
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        result = train_reranker(
-            **_retriever_options(data_dir, train_queries, eval_queries),
-            output_dir=output_dir,
-            split=split,
-            max_steps=max_steps,
-            max_corpus_docs=max_corpus_docs,
-            **_given(
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                negatives=negatives,
-                base_model=base_model,
-                loss=loss,
-            ),
-        )
-    except RecipeError as exc:
-        raise _fail(exc) from exc
-    console.print(
-        f"reranker {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
-        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
-    )
+    _train_retriever("reranker", locals())
 
 
 @train_app.command("embedder")
@@ -181,25 +189,7 @@ def train_embedder_cmd(
     max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
 ) -> None:
     """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
-    from training.config import RecipeError
-    from training.retrievers.embedder import train_embedder
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        result = train_embedder(
-            **_retriever_options(data_dir, train_queries, eval_queries),
-            output_dir=output_dir,
-            split=split,
-            max_steps=max_steps,
-            max_corpus_docs=max_corpus_docs,
-            **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate),
-        )
-    except RecipeError as exc:
-        raise _fail(exc) from exc
-    console.print(
-        f"embedder {result.output_dir}: nDCG@10 {result.ndcg10_before:.4f} → {result.ndcg10_after:.4f} "
-        f"on {result.eval_queries} held-apart queries ({result.steps} steps, {result.seconds:.0f}s)"
-    )
+    _train_retriever("embedder", locals())
 
 
 def adapters_merge(
@@ -213,6 +203,7 @@ def adapters_merge(
     base_model: Annotated[str | None, typer.Option(help="Override the base model.")] = None,
 ) -> None:
     """Combine adapters into a new adapter (peft add_weighted_adapter) with its manifest."""
+    from ragswap import load_settings
     from training.merge import MergeError, merge_adapters
 
     if method not in ("linear", "ties", "dare_linear", "dare_ties"):
@@ -225,6 +216,7 @@ def adapters_merge(
         merge_adapters(
             adapters,
             output_dir,
+            models=load_settings().models,
             method=method,  # type: ignore[arg-type]
             weights=parsed,
             density=density,
@@ -245,6 +237,7 @@ def adapters_export(
     dtype: Annotated[str, typer.Option(help="Weights dtype of the exported model.")] = "bfloat16",
 ) -> None:
     """Write the base model with the adapter merged in: a standalone model any server can load."""
+    from ragswap import load_settings
     from training.merge import MergeError, export_merged
 
     if not merge_into_base:
@@ -252,16 +245,16 @@ def adapters_export(
             "only --merge-into-base exports are supported", param_hint="--merge-into-base"
         )
     try:
-        export_merged(adapter, output_dir, base_model=base_model, dtype=dtype)
+        export_merged(adapter, output_dir, models=load_settings().models, base_model=base_model, dtype=dtype)
     except MergeError as exc:
         raise _fail(exc) from exc
     console.print(f"merged model written to [bold]{output_dir}[/bold]")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root `ragswap` command."""
-    from serving.cli import adapters_app
-
-    app.add_typer(train_app, name="train")
-    adapters_app.command("merge")(adapters_merge)
-    adapters_app.command("export")(adapters_export)
+cli_app = typer.Typer()
+"""``ragswap train ...``; ``ragswap.cli`` adds it to the root."""
+cli_app.add_typer(train_app, name="train")
+adapters_app = typer.Typer()
+"""``ragswap adapters merge|export`` (local files, no gateway); ``ragswap.cli`` merges them into that group."""
+adapters_app.command("merge")(adapters_merge)
+adapters_app.command("export")(adapters_export)

@@ -7,13 +7,13 @@ loss on the completion only. ``text`` rows stay plain text for packed continued 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragswap import sha256_file
 from training.config import DatasetSpec, RecipeError
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ class DatasetStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_records(path: Path) -> list[Row]:

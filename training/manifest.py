@@ -6,8 +6,7 @@ import datetime as dt
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from ragswap.adapter_manifest import AdapterManifest, AdapterSpec, BaseModelRef
-from ragswap.model_store.fingerprint import config_fingerprint
+from ragswap import AdapterManifest, AdapterSpec, BaseModelRef, config_fingerprint
 
 if TYPE_CHECKING:
     from peft import LoraConfig

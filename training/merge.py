@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from ragswap.adapter_manifest import MANIFEST_FILE, AdapterManifest, AdapterSpec, BaseModelRef
-from ragswap.model_store.fingerprint import config_fingerprint
+from ragswap import MANIFEST_FILE, AdapterManifest, AdapterSpec, BaseModelRef, config_fingerprint
 from training.manifest import library_versions, now_iso
+
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,9 @@ def _adapter_info(path: Path) -> tuple[dict[str, object], AdapterManifest | None
     return json.loads(config_file.read_text()), manifest
 
 
-def _base_of(paths: list[Path], base_model: str | None) -> tuple[str, str]:
+def _base_of(paths: list[Path], base_model: str | None, models: ModelSettings) -> tuple[str, str]:
     """(reference, local path) of the base model all adapters share."""
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     refs = set()
     fingerprints = set()
@@ -53,7 +55,7 @@ def _base_of(paths: list[Path], base_model: str | None) -> tuple[str, str]:
     ref = base_model or (sorted(refs)[0] if refs else None)
     if ref is None:
         raise MergeError("cannot tell the base model of these adapters: pass --base-model")
-    local = resolve_model(ref, ModelSettings())
+    local = resolve_model(ref, models)
     if fingerprints and config_fingerprint(local) not in fingerprints:
         raise MergeError(f"base model {ref!r} does not match the adapters' manifest fingerprint")
     return ref, local
@@ -63,6 +65,7 @@ def merge_adapters(
     adapters: list[Path],
     output_dir: Path,
     *,
+    models: ModelSettings,
     method: MergeMethod = "linear",
     weights: list[float] | None = None,
     density: float = 0.5,
@@ -74,6 +77,7 @@ def merge_adapters(
     Args:
         adapters: adapter directories (same base model; same rank for these methods).
         output_dir: where the merged adapter goes.
+        models: the model store the base model is resolved in (the entry point's ``settings.models``).
         method: ``linear`` (weighted sum), ``ties`` / ``dare_linear`` / ``dare_ties`` (sparsified, ``density``).
         weights: one weight per adapter (default: equal, summing to 1).
         density: fraction of weights kept by ``ties``/``dare_*``.
@@ -95,7 +99,7 @@ def merge_adapters(
         raise MergeError(f"adapters have different ranks {sorted(ranks)}: {method} needs equal ranks")
     if any(c.get("use_dora") for c in configs):
         raise MergeError("DoRA adapters cannot be combined; export each merged into the base instead")
-    ref, local = _base_of(adapters, base_model)
+    ref, local = _base_of(adapters, base_model, models)
     base = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)
     names = [f"a{i}" for i in range(len(adapters))]
     model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name=names[0])
@@ -133,14 +137,22 @@ def merge_adapters(
 
 
 def export_merged(
-    adapter: Path, output_dir: Path, *, base_model: str | None = None, dtype: str = "bfloat16"
+    adapter: Path,
+    output_dir: Path,
+    *,
+    models: ModelSettings,
+    base_model: str | None = None,
+    dtype: str = "bfloat16",
 ) -> Path:
-    """Fold ``adapter`` into its base model and write a full Hugging Face model directory (with tokenizer)."""
+    """Fold ``adapter`` into its base model and write a full Hugging Face model directory (with tokenizer).
+
+    The base model is resolved in ``models`` (the entry point's ``settings.models``).
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _ref, local = _base_of([adapter], base_model)
+    _ref, local = _base_of([adapter], base_model, models)
     base = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype))
     model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     output_dir.mkdir(parents=True, exist_ok=True)

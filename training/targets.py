@@ -1,27 +1,15 @@
 """LoRA target-module presets per architecture: every linear projection of attention and MLP.
 
-These are the modules vLLM can serve LoRA on for decoder models; embeddings and ``lm_head`` are left alone.
+The architectures the gateway serves take their modules from ``ragswap.SERVED_LORA_TARGETS`` (the table its
+adapter validation checks against); the others here can be trained and exported merged.
 """
 
 from __future__ import annotations
 
-_DECODER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from ragswap import SERVED_LORA_TARGETS
 
 PRESETS: dict[str, list[str]] = {
-    **{
-        name: _DECODER
-        for name in (
-            "llama",
-            "mistral",
-            "qwen2",
-            "qwen3",
-            "gemma",
-            "gemma2",
-            "gemma3_text",
-            "granite",
-            "olmo2",
-        )
-    },
+    **{name: list(modules) for name, modules in SERVED_LORA_TARGETS.items()},
     "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],

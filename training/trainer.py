@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragswap.adapter_manifest import AdapterManifest
+from ragswap import AdapterManifest
 from training.config import TrainConfig
 from training.data import PreparedData, load_datasets
 from training.manifest import build_manifest
@@ -24,6 +24,8 @@ from training.targets import default_targets
 if TYPE_CHECKING:
     from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +206,7 @@ def _build_trainer(
 def train(
     config: TrainConfig,
     *,
+    models: ModelSettings,
     resume: bool = False,
     progress: bool = True,
     callbacks: list[TrainerCallback] | None = None,
@@ -212,6 +215,7 @@ def train(
 
     Args:
         config: the validated recipe.
+        models: the model store ``config.base_model`` is resolved in (the entry point's ``settings.models``).
         resume: continue from the newest checkpoint under ``output_dir/checkpoints`` (fresh start if none).
         progress: show the progress bar.
         callbacks: extra ``transformers`` callbacks (e.g. to watch the loss).
@@ -223,12 +227,12 @@ def train(
     import torch
     from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, set_seed
 
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     check_hardware(config)
     torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
     set_seed(config.seed)
-    model_path = resolve_model(config.base_model, ModelSettings())
+    model_path = resolve_model(config.base_model, models)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -7,6 +7,7 @@ from ragswap.model_store.store import (
     PreparedModel,
     prepare_models,
     resolve_model,
+    sha256_file,
     verify_model,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "PreparedModel",
     "prepare_models",
     "resolve_model",
+    "sha256_file",
     "verify_model",
 ]

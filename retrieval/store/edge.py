@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ragswap.atomic import write_atomic
+from ragswap import write_atomic
 from retrieval.errors import CollectionExistsError, CollectionNotFoundError, StoreBusyError
 from retrieval.settings import PayloadIndexType, RetrievalSettings
 from retrieval.sparse import SparseVector

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.adapters.protocol import AdapterCreate, AdapterPublic, AliasPublic, ReplicaAdapterState
 from serving.adapters.validation import resolve_adapter_path, validate_adapter
 from serving.controlplane import db_call
@@ -311,7 +311,7 @@ class AdapterRegistry:
 
     async def _base_model_dir(self) -> Path:
         if self._base_dir is None:
-            from ragswap.model_store import ModelStoreError, resolve_model
+            from ragswap import ModelStoreError, resolve_model
 
             try:
                 path = Path(await asyncio.to_thread(resolve_model, self.base_name, self.settings.models))

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragswap.adapter_manifest import MANIFEST_FILE, AdapterManifest
-from ragswap.model_store.fingerprint import config_fingerprint
+from ragswap import MANIFEST_FILE, SERVED_LORA_TARGETS, AdapterManifest, config_fingerprint
 from serving.errors import BadRequestError, ForbiddenError
 
 logger = logging.getLogger(__name__)
@@ -21,13 +20,9 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
-# LoRA targets vLLM supports per architecture (linear layers of each decoder block).
-_DECODER_PROJECTIONS = frozenset(
-    {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-)
+# LoRA targets vLLM supports per architecture (linear layers of each decoder block); training's presets share it.
 SUPPORTED_TARGETS: dict[str, frozenset[str]] = {
-    name: _DECODER_PROJECTIONS
-    for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "olmo2")
+    name: frozenset(modules) for name, modules in SERVED_LORA_TARGETS.items()
 }
 # Initialisations that rewrite the base weights: the adapter alone is not the trained model.
 _UNSUPPORTED_INITS = ("pissa", "olora", "corda", "loftq", "eva")

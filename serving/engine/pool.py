@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ragswap.config import Settings
+from ragswap import Settings
 from serving.engine.admission import SlotAdmission, prefer
 from serving.engine.process import EngineProcess
 from serving.errors import BadRequestError, EngineError, GatewayError, NotFoundError, ServiceUnavailableError
@@ -58,7 +58,6 @@ class Replica:
     outstanding: int = 0
     last_error: str | None = None
     restarts: int = 0
-    last_probe: float = 0.0
     failed_adapters: dict[str, str] = field(default_factory=dict)
     """Engine LoRA name → why it could not be loaded here."""
     downs: int = 0
@@ -126,7 +125,7 @@ class EnginePool:
         if engine.urls:
             self.replicas = [Replica(index=i, url=url) for i, url in enumerate(engine.urls)]
         else:
-            from ragswap.model_store import resolve_model
+            from ragswap import resolve_model
 
             model_path = await asyncio.to_thread(
                 resolve_model, self.settings.models.base_model, self.settings.models
@@ -275,7 +274,6 @@ class EnginePool:
             self._schedule_reconcile(replica)
         replica.healthy = True
         replica.last_error = None
-        replica.last_probe = time.time()
         if not was_healthy:
             logger.info("replica up", extra={"replica": replica.index, "url": replica.url})
             replica.in_sync = False

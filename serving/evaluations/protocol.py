@@ -6,9 +6,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from eval import ALL_METRICS
-from eval.jobs import EvalRequest, RetrievalMode
-from eval.records import EvalSample, RunSummary, SampleTrace
+from eval import ALL_METRICS, EvalRequest, EvalSample, RetrievalMode, RunSummary, SampleTrace
 
 
 def _known_metric(name: str) -> str:
@@ -79,7 +77,7 @@ class EvaluationCreate(BaseModel):
         """Validate rows with the dataset loader; errors name the row ("row 3: ...")."""
         import json
 
-        from eval.dataset import DatasetError, parse_rows
+        from eval import DatasetError, parse_rows
 
         try:
             return parse_rows((json.dumps(row) for row in rows), source="row")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from controlplane import ControlPlane, JobRecord
-    from ragswap.config import Settings
+    from ragswap import Settings
 
 logger = logging.getLogger(__name__)
 

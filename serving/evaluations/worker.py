@@ -37,7 +37,7 @@ import httpx
 
 if TYPE_CHECKING:
     from controlplane import ClaimedJob, ControlPlane, JobStore
-    from ragswap.config import Settings
+    from ragswap import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +241,7 @@ class EvaluationWorker:
         try:
             request = EvalRequest.model_validate(claimed.request)
             prepared = prepare_run(
-                request,
-                server_url=self.gateway_url,
-                api_key=self.api_key,
-                run_id=job_id,
-                settings=self.settings,
+                request, self.settings, server_url=self.gateway_url, api_key=self.api_key, run_id=job_id
             )
             sink = DatabaseTraceSink(self.plane.jobs, job_id, self.id, claimed.attempt, self.gateway_url)
             summary = await prepared.execute(sink=sink)

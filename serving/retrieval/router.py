@@ -147,7 +147,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     Raises:
         StoreBusyError: the embedded store is open in another process (the gateway must not start half-working).
     """
-    from ragswap.config import Settings
+    from ragswap import Settings
     from retrieval import RetrievalService, StoreBusyError
 
     settings: Settings = app.state.settings

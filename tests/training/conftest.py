@@ -48,6 +48,7 @@ def facts() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def facts_adapter(tmp_path_factory: pytest.TempPathFactory, facts: list[tuple[str, str]]) -> Path:
     """A LoRA trained by the public recipe on the made-up company facts (``training/recipes/company_facts.yaml``)."""
+    from ragswap import ModelSettings
     from training import load_config, train
 
     work = tmp_path_factory.mktemp("facts")
@@ -55,5 +56,5 @@ def facts_adapter(tmp_path_factory: pytest.TempPathFactory, facts: list[tuple[st
     data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in facts))
     config = load_config(RECIPES / "company_facts.yaml", output_dir=work / "company-facts")
     config.datasets[0].path = data
-    result = train(config, progress=False)
+    result = train(config, models=ModelSettings(), progress=False)
     return result.output_dir

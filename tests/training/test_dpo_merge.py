@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from ragswap import ModelSettings
 from ragswap.adapter_manifest import AdapterManifest
 from tests.training.conftest import RECIPES, accuracy, ask_all
 from training import load_config, merge_adapters, register_adapter, train
@@ -21,7 +22,7 @@ def dpo_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_config(
         RECIPES / "preferences_dpo.yaml", output_dir=tmp_path_factory.mktemp("dpo") / "prefs", max_steps=3
     )
-    return train(config, progress=False).output_dir
+    return train(config, models=ModelSettings(), progress=False).output_dir
 
 
 def test_dpo_run_gives_a_loadable_adapter(dpo_adapter: Path, base_model_path: Path) -> None:
@@ -41,7 +42,9 @@ def test_merged_adapter_serves_in_vllm(
     gateway: object, facts_adapter: Path, dpo_adapter: Path, facts: list[tuple[str, str]], tmp_path: Path
 ) -> None:
     merged = tmp_path / "merged"
-    manifest = merge_adapters([facts_adapter, dpo_adapter], merged, method="linear", weights=[1.0, 0.05])
+    manifest = merge_adapters(
+        [facts_adapter, dpo_adapter], merged, models=ModelSettings(), method="linear", weights=[1.0, 0.05]
+    )
     assert manifest.task == "merge" and manifest.hyperparameters["weights"] == [1.0, 0.05]
     gw = gateway
     register_adapter(merged, gw.url, "facts-merged", api_key=gw.admin_key, adapter_root=gw.adapter_root)  # type: ignore[attr-defined]
@@ -57,7 +60,7 @@ def test_export_merged_into_base_loads_as_a_plain_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = export_merged(facts_adapter, tmp_path / "full", dtype="float32")
+    out = export_merged(facts_adapter, tmp_path / "full", models=ModelSettings(), dtype="float32")
     assert not (out / "adapter_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(out)
     tokenizer.padding_side = "left"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ragswap import ModelSettings
 from ragswap.cli import app
 from tests.training.conftest import RECIPES
 from training import DatasetError, HardwareError, RecipeError, load_config, parse_config, train
@@ -103,7 +104,7 @@ def test_qlora_without_cuda_says_so(tmp_path: Path) -> None:
     # Stand-in for what cannot exist here: this machine has no CUDA GPU, so QLoRA must refuse clearly.
     config = load_config(RECIPES / "company_facts.yaml", adapter="qlora", output_dir=tmp_path / "q")
     with pytest.raises(HardwareError, match="qlora needs a CUDA GPU"):
-        train(config)
+        train(config, models=ModelSettings())
     assert not (tmp_path / "q").exists()
 
 

@@ -42,7 +42,7 @@ def trained(train: Callable[..., Any], name: str, **kwargs: Any) -> tuple[Path, 
     if not (cached / "ragswap-retriever.json").is_file():
         tmp = cached.with_name(cached.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        train(FIXTURE, tmp, progress=False, **kwargs)
+        train(FIXTURE, tmp, models=ModelSettings(), progress=False, **kwargs)
         shutil.rmtree(cached, ignore_errors=True)
         tmp.rename(cached)
     return cached, RetrieverManifest.read(cached)
@@ -108,4 +108,4 @@ def test_training_refuses_unreadable_data(tmp_path: Path, bad: str) -> None:
     else:
         (data / "corpus.jsonl").write_text("{not json\n")
     with pytest.raises(DatasetError):
-        train_reranker(data, tmp_path / "out", progress=False, max_steps=1)
+        train_reranker(data, tmp_path / "out", models=ModelSettings(), progress=False, max_steps=1)

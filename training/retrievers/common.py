@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 from retrieval import RETRIEVER_MANIFEST, BeirData, InvalidDatasetError, load_beir, split_queries
 from training.data import DatasetError
 from training.manifest import library_versions, now_iso
-from training.retrievers.mining import CorpusBm25
+from training.retrievers.mining import CorpusBm25, build_bm25
 
 
 class RetrieverManifest(BaseModel):
@@ -82,10 +81,6 @@ def limit_corpus(
     return data.subset_corpus(chosen)
 
 
-def save_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def load_judged(data_dir: Path, split: str) -> BeirData:
     """The BEIR folder (``retrieval.load_beir``); a bad one raises training's :class:`DatasetError`."""
     try:
@@ -139,3 +134,45 @@ def positives(data: BeirData, qid: str, limit: int) -> list[str]:
     judged = data.qrels[qid]
     ranked = sorted((d for d in judged if d in data.corpus), key=lambda d: (-judged[d], d))
     return ranked[:limit]
+
+
+@dataclass
+class JudgedSplit:
+    """Judged data ready to train a retriever on: the (possibly shrunk) corpus, its BM25 index (open inside
+    :func:`prepare_judged`'s block) and the train / held-apart query ids."""
+
+    data: BeirData
+    index: CorpusBm25
+    train_ids: list[str]
+    eval_ids: list[str]
+
+
+@contextmanager
+def prepare_judged(
+    data_dir: Path,
+    split: str,
+    *,
+    train_query_ids: list[str] | None,
+    eval_query_ids: list[str] | None,
+    eval_fraction: float,
+    max_corpus_docs: int | None,
+    seed: int,
+    progress: bool,
+) -> Iterator[JudgedSplit]:
+    """What both trainers do first: load the BEIR folder, split the queries, index the corpus with BM25 (shrunk
+    to ``max_corpus_docs`` around the chosen queries when asked), and keep only training queries with a relevant
+    document left. The index is closed when the block ends (mine negatives and candidates inside it)."""
+    data = load_judged(data_dir, split)
+    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
+    with stage_bar("indexing the corpus (BM25)", 1, progress) as bar:
+        index = build_bm25(data.corpus)
+        if max_corpus_docs:
+            data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
+            index.close()
+            index = build_bm25(data.corpus)
+        bar.update(1)
+    try:
+        train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
+        yield JudgedSplit(data, index, train_ids, eval_ids)
+    finally:
+        index.close()

@@ -11,18 +11,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrieval import BeirData
 from training.retrievers.common import (
     RetrieverManifest,
     RetrieverTrainResult,
-    choose_queries,
-    limit_corpus,
-    load_judged,
     positives,
+    prepare_judged,
     stage_bar,
 )
-from training.retrievers.mining import build_bm25, hard_negatives
+from training.retrievers.mining import hard_negatives
+
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def train_embedder(
     data_dir: str | Path,
     output_dir: str | Path,
     *,
+    models: ModelSettings,
     train_query_ids: list[str] | None = None,
     eval_query_ids: list[str] | None = None,
     split: str = "train",
@@ -67,6 +70,7 @@ def train_embedder(
     Args:
         data_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         output_dir: where the trained SentenceTransformer (and ``ragswap-retriever.json``) goes.
+        models: the model store ``base_model`` is resolved in (the entry point's ``settings.models``).
         train_query_ids: queries to learn from (default: a seeded ``1 - eval_fraction`` share of judged queries).
         eval_query_ids: held-apart queries (default: judged queries not trained on).
         split: qrels file name under ``qrels/``.
@@ -92,29 +96,31 @@ def train_embedder(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import set_seed
 
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_judged(Path(data_dir), split)
-    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    with stage_bar("indexing the corpus (BM25) and mining hard negatives", 1, progress) as bar:
-        index = build_bm25(data.corpus)
-        try:
-            if max_corpus_docs:
-                data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-                index.close()
-                index = build_bm25(data.corpus)
-            train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-            negs = hard_negatives(
-                index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
-            )
-        finally:
-            index.close()
+    with (
+        prepare_judged(
+            Path(data_dir),
+            split,
+            train_query_ids=train_query_ids,
+            eval_query_ids=eval_query_ids,
+            eval_fraction=eval_fraction,
+            max_corpus_docs=max_corpus_docs,
+            seed=seed,
+            progress=progress,
+        ) as judged,
+        stage_bar("mining hard negatives", 1, progress) as bar,
+    ):
+        data, train_ids, eval_ids = judged.data, judged.train_ids, judged.eval_ids
+        negs = hard_negatives(
+            judged.index, data.queries, data.qrels, train_ids, per_query=3, skip_top=negative_skip
+        )
         bar.update(1)
     train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
-    model = SentenceTransformer(resolve_model(base_model, ModelSettings()))
+    model = SentenceTransformer(resolve_model(base_model, models))
     model.max_seq_length = max_length
     evaluator = InformationRetrievalEvaluator(
         queries={q: data.queries[q] for q in eval_ids},

@@ -3,7 +3,11 @@ negatives."""
 
 from __future__ import annotations
 
-from retrieval import Bm25Index
+from retrieval import Bm25Index, Bm25Settings
+
+MINING_BM25 = Bm25Settings()
+"""BM25's standard parameters (k1, b; average length measured on the corpus): judged training data belongs to no
+collection, so no configured ``retrieval.bm25`` section applies to it."""
 
 
 class CorpusBm25:
@@ -11,7 +15,7 @@ class CorpusBm25:
 
     def __init__(self, corpus: dict[str, str]) -> None:
         self.doc_ids = list(corpus)
-        self.index = Bm25Index([corpus[d] for d in self.doc_ids])
+        self.index = Bm25Index([corpus[d] for d in self.doc_ids], MINING_BM25)
 
     def search(self, queries: list[str], k: int) -> list[list[str]]:
         """Top ``k`` doc ids of each query, best first."""

@@ -18,19 +18,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrieval import BeirData
 from training.retrievers.common import (
     RetrieverManifest,
     RetrieverTrainResult,
-    choose_queries,
-    limit_corpus,
-    load_judged,
     positives,
+    prepare_judged,
     stage_bar,
 )
-from training.retrievers.mining import CorpusBm25, build_bm25, hard_negatives
+from training.retrievers.mining import CorpusBm25, hard_negatives
+
+if TYPE_CHECKING:
+    from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 BLEND_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -139,6 +140,7 @@ def train_reranker(
     data_dir: str | Path,
     output_dir: str | Path,
     *,
+    models: ModelSettings,
     train_query_ids: list[str] | None = None,
     eval_query_ids: list[str] | None = None,
     split: str = "train",
@@ -162,6 +164,7 @@ def train_reranker(
     Args:
         data_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         output_dir: where the trained CrossEncoder (and ``ragswap-retriever.json``) goes.
+        models: the model store ``base_model`` is resolved in (the entry point's ``settings.models``).
         train_query_ids: queries to learn from (default: a seeded ``1 - eval_fraction`` share of judged queries).
         eval_query_ids: held-apart queries for nDCG@10 (default: judged queries not trained on).
         split: qrels file name under ``qrels/``.
@@ -191,28 +194,28 @@ def train_reranker(
     )
     from transformers import set_seed
 
-    from ragswap.model_store import ModelSettings, resolve_model
+    from ragswap import resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
     out = Path(output_dir)
-    data = load_judged(Path(data_dir), split)
-    train_ids, eval_ids = choose_queries(data, train_query_ids, eval_query_ids, eval_fraction, seed)
-    with stage_bar("indexing the corpus (BM25)", 1, progress) as bar:
-        index = build_bm25(data.corpus)
-        if max_corpus_docs:
-            data = limit_corpus(data, index, eval_ids + train_ids, max_corpus_docs, seed)
-            index.close()
-            index = build_bm25(data.corpus)
+    with (
+        prepare_judged(
+            Path(data_dir),
+            split,
+            train_query_ids=train_query_ids,
+            eval_query_ids=eval_query_ids,
+            eval_fraction=eval_fraction,
+            max_corpus_docs=max_corpus_docs,
+            seed=seed,
+            progress=progress,
+        ) as judged,
+        stage_bar("mining hard negatives", 1, progress) as bar,
+    ):
+        data, train_ids, eval_ids = judged.data, judged.train_ids, judged.eval_ids
+        negs = hard_negatives(judged.index, data.queries, data.qrels, train_ids, per_query=negatives)
+        candidates = first_stage(data, judged.index, eval_ids, rerank_depth)
         bar.update(1)
-    try:
-        train_ids = [q for q in train_ids if any(d in data.corpus for d in data.qrels[q])]
-        with stage_bar("mining hard negatives", 1, progress) as bar:
-            negs = hard_negatives(index, data.queries, data.qrels, train_ids, per_query=negatives)
-            candidates = first_stage(data, index, eval_ids, rerank_depth)
-            bar.update(1)
-    finally:
-        index.close()
     qrels = {q: data.qrels[q] for q in eval_ids}
     bm25_ndcg = _ranked_ndcg({q: dict(row) for q, row in candidates.items()}, qrels)
     rows = (
@@ -221,7 +224,7 @@ def train_reranker(
         else _pairs(data, negs, train_ids, max_positives)
     )
     train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
-    model = CrossEncoder(resolve_model(base_model, ModelSettings()), num_labels=1, max_length=max_length)
+    model = CrossEncoder(resolve_model(base_model, models), num_labels=1, max_length=max_length)
     before = _ranked_ndcg(
         score_candidates(
             model, data, candidates, desc="scoring held-apart candidates (untrained)", progress=progress
