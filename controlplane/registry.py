@@ -629,7 +629,8 @@ class RegistryStore:
             row, old, old_collection = self._point_alias(
                 session, alias, [(v.id, w) for v, w in chosen], default_collection, now, actor
             )
-            new = [{"target": v.ref, "weight": w} for v, w in sorted(chosen, key=lambda c: (-c[1], c[0].id))]
+            ordered = [AliasTargetRecord(v.ref, w) for v, w in sorted(chosen, key=lambda c: (-c[1], c[0].id))]
+            new = [{"target": t.ref, "weight": t.weight} for t in ordered]
             self._event(
                 session,
                 change,
@@ -637,7 +638,7 @@ class RegistryStore:
                 actor,
                 kind,
                 alias,
-                target=new[0]["target"],
+                target=ordered[0].ref,
                 default_collection=default_collection,
                 old=old,
                 old_default_collection=old_collection,
@@ -646,10 +647,10 @@ class RegistryStore:
                 **dict(details or {}),
             )
             record = AliasRecord(
-                target=new[0]["target"],
+                target=ordered[0].ref,
                 default_collection=row.default_collection,
                 updated_at=iso(now),
-                targets=tuple(AliasTargetRecord(t["target"], t["weight"]) for t in new),
+                targets=tuple(ordered),
             )
         return record, change
 

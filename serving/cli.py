@@ -109,28 +109,86 @@ def adapters_rm(
     console.print(f"removed {', '.join(data['deleted'])}")
 
 
+def alias_body(targets: list[str]) -> dict[str, Any]:
+    """``acme@2`` → one target; ``acme@2=90 acme@3=10`` → weighted targets (the API checks they sum to 100)."""
+    if len(targets) == 1 and "=" not in targets[0]:
+        return {"target": targets[0]}
+    split = []
+    for item in targets:
+        ref, sep, weight = item.rpartition("=")
+        if not sep or not ref or not weight.isdigit():
+            raise typer.BadParameter(f"`{item}`: weighted targets are written `name@version=WEIGHT`")
+        split.append({"target": ref, "weight": int(weight)})
+    return {"targets": split}
+
+
+def _targets_text(targets: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{t['target']}={t['weight']}" for t in targets) or "—"
+
+
 @adapters_app.command("alias")
 def adapters_alias(
     alias: Annotated[str, typer.Argument(help="Alias name.")],
-    target: Annotated[
-        str | None, typer.Argument(help="`name@version` or `name`; omit with --delete.")
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="`name@version` (or `name`), or weighted `acme@2=90 acme@3=10`; omit with --delete."
+        ),
     ] = None,
     collection: Annotated[str | None, typer.Option(help="Default retrieval collection of the alias.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the alias's history).")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
 ) -> None:
-    """Point an alias at an adapter version (atomic switch), or remove it."""
+    """Point an alias at an adapter version or a weighted split (atomic switch), or remove it."""
     with _client(url, key) as http:
         if delete:
             _check(http.delete(f"/v1/aliases/{alias}"))
             console.print(f"alias {alias} removed")
             return
-        if not target:
+        if not targets:
             raise typer.BadParameter("give a target, or --delete")
-        body = {"target": target, "default_collection": collection}
+        body = {**alias_body(targets), "default_collection": collection, "reason": reason}
         data = _check(http.put(f"/v1/aliases/{alias}", json=body))
-    console.print(f"{alias} → {data['target']}")
+    console.print(f"{alias} → {_targets_text(data['targets'])}")
+
+
+@adapters_app.command("history")
+def adapters_history(
+    alias: Annotated[str, typer.Argument(help="Alias name.")],
+    limit: Annotated[int, typer.Option(help="Newest changes to show.", min=1, max=1000)] = 20,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """The alias's recorded changes, newest first: who, when, old → new targets, why."""
+    with _client(url, key) as http:
+        data = _check(http.get(f"/v1/aliases/{alias}/history", params={"limit": limit}))
+    table = Table("id", "at", "kind", "by", "old", "new", "reason", title=f"history of {alias}")
+    for change in data["data"]:
+        table.add_row(
+            str(change["id"]),
+            change["at"],
+            change["kind"],
+            change["actor"] or "—",
+            _targets_text(change["old"]),
+            _targets_text(change["new"]),
+            change["reason"] or "",
+        )
+    console.print(table)
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(
+    alias: Annotated[str, typer.Argument(help="Alias name.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the alias's history).")] = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Return the alias atomically to the targets it had before its latest change."""
+    with _client(url, key) as http:
+        data = _check(http.post(f"/v1/aliases/{alias}/rollback", json={"reason": reason}))
+    console.print(f"{alias} → {_targets_text(data['targets'])}")
 
 
 def _open_plane(migrate: bool) -> Any:

@@ -105,7 +105,7 @@ class EngineProxy:
             raise
         self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
         self._count_usage(target, data.get("usage"))
-        data["model"] = target.requested
+        data["model"] = target.response_model
         return data
 
     async def open_stream(
@@ -138,7 +138,7 @@ class EngineProxy:
             if isinstance(exc, GatewayError):
                 self._fail(endpoint, target, exc)
             raise
-        rewriter = ChunkRewriter(body["model"], target.requested)
+        rewriter = ChunkRewriter(body["model"], target.response_model)
         return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [], rewriter)
 
     async def _relay(
@@ -182,18 +182,18 @@ class EngineProxy:
                 if not choices and usage:
                     self._count_usage(target, usage)
                     if client_usage:
-                        chunk["model"] = target.requested
+                        chunk["model"] = target.response_model
                         usage_chunk = chunk  # sent last, after the tail chunks
                     continue
                 if not client_usage:
                     chunk.pop("usage", None)
-                chunk["model"] = target.requested
+                chunk["model"] = target.response_model
                 yield sse(chunk)
             if not finished:
                 raise httpx.RemoteProtocolError("engine closed the stream before [DONE]")
             if not errored:
                 for extra in tail:
-                    yield sse({**meta, "model": target.requested, "choices": [], **extra})
+                    yield sse({**meta, "model": target.response_model, "choices": [], **extra})
                 if usage_chunk is not None:
                     yield sse(usage_chunk)
             yield "data: [DONE]\n\n"

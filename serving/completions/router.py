@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from serving.adapters.routing import VERSION_HEADER, sticky_key
 from serving.chat.router import SSE_HEADERS
 from serving.completions.protocol import CompletionRequest, CompletionResponse
 from serving.completions.service import CompletionService
@@ -25,12 +26,19 @@ async def create_completion(
     body: CompletionRequest, request: Request, principal: ApiKeyDep, proxy: ProxyDep, registry: RegistryDep
 ) -> JSONResponse | StreamingResponse:
     service = CompletionService(proxy, registry)
-    request.state.log_extra = {"model": body.model, "stream": bool(body.stream), "key": principal.key_hint}
+    target = registry.resolve(body.model, sticky_key(request, body.user))
+    request.state.log_extra = {
+        "model": body.model,
+        "served_model": target.canonical,
+        "stream": bool(body.stream),
+        "key": principal.key_hint,
+    }
+    headers = {VERSION_HEADER: target.canonical}
     body.apply_token_limits(principal.limits)
     if body.stream:
-        events = await service.stream(body)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await until_disconnected(request, service.create(body)))
+        events = await service.stream(body, target)
+        return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    return JSONResponse(await until_disconnected(request, service.create(body, target)), headers=headers)
 
 
 def attach_router(app: FastAPI) -> None:
