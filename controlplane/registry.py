@@ -654,6 +654,27 @@ class RegistryStore:
             )
         return record, change
 
+    def record_alias_decision(
+        self, alias: str, kind: str, *, actor: str | None = None, reason: str | None = None, **data: Any
+    ) -> AliasChange:
+        """Record a decision about ``alias`` that leaves its targets as they are (a rejected promotion)."""
+        with self.db.write() as session:
+            row = session.scalar(
+                select(Alias).where(Alias.name == alias).options(selectinload(Alias.targets))
+            )
+            targets = self._targets_of(session, row) if row is not None else []
+            event = RegistryEvent(
+                at=read_now(session),
+                change=changes.current(session),
+                actor=actor,
+                kind=kind,
+                subject=alias,
+                data={"old": targets, "new": targets, "reason": reason, **data},
+            )
+            session.add(event)
+            session.flush()
+            return _alias_change(event)
+
     def alias_history(self, alias: str, limit: int = 100) -> list[AliasChange]:
         """The changes of ``alias``, newest first (including those before it was deleted and set again)."""
         with self.db.read() as session:
@@ -681,20 +702,22 @@ class RegistryStore:
             RecordNotFoundError: no such alias, or a version it pointed at was removed since.
             RecordConflictError: its history records no earlier target set.
         """
-        history = self.alias_history(alias, limit=1)
+        history = self.alias_history(alias, limit=100)
         with self.db.read() as session:
             exists = session.scalar(select(Alias.id).where(Alias.name == alias)) is not None
         if not exists:
             raise RecordNotFoundError(
                 f"alias `{alias}` does not exist", param="alias", code="alias_not_found"
             )
-        if not history or not history[0].old:
+        # Decisions that moved nothing (a rejected promotion) are skipped: the rollback undoes the latest move.
+        moves = [h for h in history if h.old != h.new]
+        if not moves or not moves[0].old:
             raise RecordConflictError(
                 f"alias `{alias}` has no earlier target set to return to",
                 param="alias",
                 code="no_previous_target",
             )
-        last = history[0]
+        last = moves[0]
         try:
             return self.set_alias(
                 alias,
@@ -705,7 +728,7 @@ class RegistryStore:
                 reason=reason or f"rollback of change {last.change}",
                 kind="alias.rollback",
                 details={"rolled_back": last.id},
-                if_latest=last.id,
+                if_latest=history[0].id,
             )
         except RecordNotFoundError as exc:
             raise RecordNotFoundError(

@@ -191,6 +191,94 @@ def adapters_rollback(
     console.print(f"{alias} → {_targets_text(data['targets'])}")
 
 
+def _dataset_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (or a JSON array) as the evaluation API takes them; it validates them."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise typer.BadParameter(f"{path}: expected JSON objects, one per line (or a JSON array of them)")
+    return rows
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    alias: Annotated[str, typer.Argument(help="Alias to promote onto.")],
+    candidate: Annotated[str, typer.Argument(help="`name@version` to evaluate against the alias's target.")],
+    dataset: Annotated[Path, typer.Option(help="Evaluation rows (JSONL).", exists=True, dir_okay=False)],
+    require: Annotated[list[str], typer.Option(help="Gate requirement, e.g. 'rouge_l>base' (repeatable).")],
+    collection: Annotated[str | None, typer.Option(help="Retrieval collection to ground answers.")] = None,
+    steps: Annotated[str, typer.Option(help="Candidate weights per step, e.g. 10,50,100.")] = "100",
+    step_interval: Annotated[float, typer.Option(help="Seconds between steps.")] = 0.0,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the decision and show it.")] = True,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Evaluate CANDIDATE against ALIAS's current target on the same samples; move the alias only if the gate
+    passes. Exits 1 when the gate rejects it."""
+    import time
+
+    try:
+        weights = [int(s) for s in steps.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("--steps takes comma-separated integers, e.g. 10,50,100") from exc
+    body = {
+        "candidate": candidate,
+        "dataset": _dataset_rows(dataset),
+        "dataset_name": dataset.name,
+        "collection": collection,
+        "require": require,
+        "steps": weights,
+        "step_interval_s": step_interval,
+        "reason": reason,
+    }
+    with _client(url, key) as http:
+        promotion = _check(http.post(f"/v1/aliases/{alias}/promotions", json=body))
+        console.print(f"promotion {promotion['id']}: evaluating (job {promotion['evaluation_id']})")
+        if not wait:
+            return
+        while promotion["status"] in ("evaluating", "promoting"):
+            time.sleep(1.0)
+            promotion = _check(http.get(f"/v1/aliases/{alias}/promotions/{promotion['id']}"))
+    _show_decision(promotion)
+    if promotion["status"] != "promoted":
+        raise typer.Exit(1)
+
+
+def _show_decision(promotion: dict[str, Any]) -> None:
+    decision = promotion.get("decision") or {}
+    table = Table(
+        "requirement",
+        "observed",
+        "95 % CI",
+        "n",
+        "failed",
+        "judge",
+        "result",
+        title=f"{promotion['candidate']} vs {promotion['baseline']} (dataset sha256 {promotion['dataset_sha256'][:12]})",
+    )
+    for check in decision.get("checks", []):
+        low, high = check.get("ci_low"), check.get("ci_high")
+        table.add_row(
+            check["requirement"],
+            "–" if check.get("observed") is None else f"{check['observed']:+.3f}",
+            "–" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]",
+            str(check.get("n", 0)),
+            check.get("failed") or "",
+            check.get("judge") or "",
+            "pass" if check["passed"] else "FAIL: " + "; ".join(check.get("reasons", [])),
+        )
+    console.print(table)
+    colour = "green" if promotion["status"] == "promoted" else "red"
+    detail = f" ({promotion['error']})" if promotion.get("error") else ""
+    console.print(f"[{colour}]{promotion['status']}[/{colour}]{detail}")
+
+
 def _open_plane(migrate: bool) -> Any:
     from controlplane import ControlPlane, ControlPlaneError
     from ragswap.config import load_settings
