@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from serving.adapters.routing import VERSION_HEADER, sticky_key
-from serving.chat.router import SSE_HEADERS
+from serving.chat.router import SSE_HEADERS, route
 from serving.completions.protocol import CompletionRequest, CompletionResponse
 from serving.completions.service import CompletionService
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep
@@ -26,14 +25,7 @@ async def create_completion(
     body: CompletionRequest, request: Request, principal: ApiKeyDep, proxy: ProxyDep, registry: RegistryDep
 ) -> JSONResponse | StreamingResponse:
     service = CompletionService(proxy, registry)
-    target = registry.resolve(body.model, sticky_key(request, body.user))
-    request.state.log_extra = {
-        "model": body.model,
-        "served_model": target.canonical,
-        "stream": bool(body.stream),
-        "key": principal.key_hint,
-    }
-    headers = {VERSION_HEADER: target.canonical}
+    target, headers = route(request, registry, body, principal.key_hint)
     body.apply_token_limits(principal.limits)
     if body.stream:
         events = await service.stream(body, target)
