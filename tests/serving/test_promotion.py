@@ -21,7 +21,7 @@ ALIAS = "pr-bot"
 OLD, NEW = f"{NAME}@1", f"{NAME}@2"  # @1 knows alpha's facts, @2 beta's (the ones the dataset asks about)
 ROWS = [
     {"id": f"{kind}-{i}", "question": question, "reference": reference}
-    for i in range(3)
+    for i in range(4)
     for kind, question, reference in (
         ("code", "What is the secret code word?", "The secret code word is AVALANCHE."),
         ("vault", "Who guards the vault?", "Lady Fenwick guards the vault."),
