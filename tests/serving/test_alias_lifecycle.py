@@ -85,6 +85,9 @@ async def test_canary_split_and_sticky_users(gateway, versions: None) -> None:
     assert set(counts) == {V1, V2}
     lo, hi = binom.interval(0.99, 400, 0.2)
     assert lo <= counts[V2] <= hi, counts
+    metrics = (await admin.get("/metrics")).text  # the split as served, per concrete version
+    for version, n in counts.items():
+        assert f'ragswap_alias_requests_total{{alias="{ALIAS}",version="{version}"}} {float(n)}' in metrics
 
     # The version named is the one that answered: each one's own trained fact, sticky per session.
     for session in ("s-a", "s-b", "s-c", "s-d", "s-e", "s-f"):
