@@ -191,8 +191,12 @@ def test_cli_alias_history_and_rollback(gateway, versions: None) -> None:
     )
     assert done.exit_code == 0, done.output
     assert f"{V1}=90, {V2}=10" in done.output
-    shown = runner.invoke(adapters_app, ["history", ALIAS, *opts], terminal_width=200)
-    assert shown.exit_code == 0 and "cli canary" in shown.output, shown.output
+    shown = runner.invoke(adapters_app, ["history", ALIAS, *opts])
+    assert shown.exit_code == 0 and "history of" in shown.output, shown.output
+    latest = httpx.get(f"{gateway.url}/v1/aliases/{ALIAS}/history", headers=gateway.headers()).json()["data"][
+        0
+    ]
+    assert latest["reason"] == "cli canary" and latest["actor"].startswith("…")
     back = runner.invoke(adapters_app, ["rollback", ALIAS, *opts])
     assert back.exit_code == 0 and f"{ALIAS} → " in back.output, back.output
     wrong = runner.invoke(adapters_app, ["alias", ALIAS, f"{V1}=ninety", *opts])
