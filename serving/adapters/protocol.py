@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -93,17 +93,22 @@ class AliasUpdate(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
     """Why (kept in the alias's history with who and when)."""
 
+    @field_validator("targets")
+    @classmethod
+    def _split(cls, targets: list[AliasTargetPublic] | None) -> list[AliasTargetPublic] | None:
+        if targets is not None:
+            refs = [t.target for t in targets]
+            if len(set(refs)) != len(refs):
+                raise ValueError("`targets` names the same target twice")
+            total = sum(t.weight for t in targets)
+            if total != 100:
+                raise ValueError(f"`targets` weights must sum to 100, not {total}")
+        return targets
+
     @model_validator(mode="after")
     def _one_form(self) -> Self:
         if (self.target is None) == (self.targets is None):
             raise ValueError("give either `target` or `targets`")
-        if self.targets is not None:
-            refs = [t.target for t in self.targets]
-            if len(set(refs)) != len(refs):
-                raise ValueError("`targets` names the same target twice")
-            total = sum(t.weight for t in self.targets)
-            if total != 100:
-                raise ValueError(f"`targets` weights must sum to 100, not {total}")
         return self
 
     def split(self) -> str | list[tuple[str, int]]:
