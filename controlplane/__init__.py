@@ -8,7 +8,7 @@ Public API (imported lazily: SQLAlchemy is not needed for ``ragswap --help``):
 
 - :class:`ControlPlane` — open (connect, migrate, import a legacy state dir) and the stores below.
 - :class:`RegistryStore`, :class:`RegistrySnapshot`, :class:`AdapterVersion`, :class:`AliasRecord`,
-  :class:`NewVersion` — the adapter registry.
+  :class:`AliasChange`, :class:`NewVersion` — the adapter registry.
 - :class:`JobStore`, :class:`JobRecord`, :class:`ClaimedJob` — the evaluation job queue and traces.
 - :class:`InstanceStore`, :class:`Locks`, :func:`instance_id` — gateway heartbeats, engine records, locks.
 - :class:`Database`, :func:`upgrade`, :func:`import_state_dir` — lower level.
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from controlplane.migrate import current_revision, head_revision, upgrade
     from controlplane.registry import (
         AdapterVersion,
+        AliasChange,
         AliasRecord,
         AliasTargetRecord,
         NewVersion,
@@ -62,6 +63,7 @@ _EXPORTS = {
     "RegistryStore": "controlplane.registry",
     "RegistrySnapshot": "controlplane.registry",
     "AdapterVersion": "controlplane.registry",
+    "AliasChange": "controlplane.registry",
     "AliasRecord": "controlplane.registry",
     "AliasTargetRecord": "controlplane.registry",
     "NewVersion": "controlplane.registry",
@@ -89,6 +91,7 @@ _EXPORTS = {
 __all__ = [
     "FINAL_STATUSES",
     "AdapterVersion",
+    "AliasChange",
     "AliasRecord",
     "AliasTargetRecord",
     "ChangeListener",

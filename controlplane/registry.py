@@ -11,7 +11,7 @@ All methods are blocking; call them from a worker thread (the gateway does, thro
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,88 @@ class Removal:
     change: int
 
 
+@dataclass(frozen=True)
+class AliasChange:
+    """One recorded change of an alias (its history): who, when, old → new, why."""
+
+    id: int
+    """The history event's id (increasing)."""
+    at: str
+    """ISO 8601, UTC."""
+    change: int
+    """The registry change number it was part of."""
+    actor: str | None
+    """The API key hint (``…abcd``) or worker that made it."""
+    kind: str
+    """``alias.set``, ``alias.rollback``, ``alias.promoted`` or ``alias.deleted``."""
+    old: list[dict[str, Any]]
+    """The target set before: ``[{"target": "name@version", "weight": 90}, ...]`` (empty: a new alias)."""
+    new: list[dict[str, Any]]
+    """The target set after (empty: deleted)."""
+    reason: str | None
+    old_default_collection: str | None = None
+    default_collection: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Anything else the event recorded (a promotion's decision: dataset hash, job id, deltas, outcome)."""
+
+
+_CHANGE_FIELDS = {"old", "new", "reason", "old_default_collection", "default_collection", "target"}
+
+
+def _alias_change(event: RegistryEvent) -> AliasChange:
+    data = dict(event.data or {})
+    legacy_target = data.get("target")
+    new = data.get("new")
+    if new is None:  # written before weighted aliases: one target at 100
+        new = [{"target": legacy_target, "weight": 100}] if legacy_target else []
+    return AliasChange(
+        id=event.id,
+        at=iso(event.at),
+        change=event.change,
+        actor=event.actor,
+        kind=event.kind,
+        old=list(data.get("old") or []),
+        new=list(new),
+        reason=data.get("reason"),
+        old_default_collection=data.get("old_default_collection"),
+        default_collection=data.get("default_collection"),
+        details={k: v for k, v in data.items() if k not in _CHANGE_FIELDS},
+    )
+
+
+MAX_ALIAS_TARGETS = 8
+
+
+def check_weights(targets: Sequence[tuple[str, int]]) -> None:
+    """Weighted targets are 1..8 distinct refs with integer weights 1..100 summing to exactly 100.
+
+    Raises:
+        RecordConflictError: they are not (the API validates first, so this guards direct callers).
+    """
+    refs = [ref for ref, _ in targets]
+    weights = [weight for _, weight in targets]
+    if not 1 <= len(targets) <= MAX_ALIAS_TARGETS:
+        problem = f"an alias has 1 to {MAX_ALIAS_TARGETS} targets, not {len(targets)}"
+    elif len(set(refs)) != len(refs):
+        problem = "alias targets name the same version twice"
+    elif any(not 1 <= w <= 100 for w in weights) or sum(weights) != 100:
+        problem = f"alias weights must be integers from 1 to 100 summing to 100, not {weights}"
+    else:
+        return
+    raise RecordConflictError(problem, param="targets", code="invalid_weights")
+
+
+def normalise_weights(weights: Sequence[int]) -> list[int]:
+    """Scale positive weights to integers summing to 100 (largest remainder), e.g. after a target was removed."""
+    total = sum(weights)
+    exact = [w * 100 / total for w in weights]
+    shares = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in order[: 100 - sum(shares)]:
+        shares[i] += 1
+    return [max(1, s) for s in shares]
+
+
 def _version(row: AdapterVersionRow, name: str) -> AdapterVersion:
     return AdapterVersion(
         id=row.id,
@@ -249,6 +331,14 @@ class RegistryStore:
         session.add(RegistryEvent(at=now, change=change, actor=actor, kind=kind, subject=subject, data=data))
 
     @staticmethod
+    def _latest_alias_event(session: Session, alias: str) -> int | None:
+        return session.scalar(
+            select(func.max(RegistryEvent.id)).where(
+                RegistryEvent.subject == alias, RegistryEvent.kind.like("alias.%")
+            )
+        )
+
+    @staticmethod
     def _alias_names(session: Session) -> set[str]:
         return set(session.scalars(select(Alias.name)).all())
 
@@ -318,9 +408,22 @@ class RegistryStore:
             version = _version(row, new.name)
             # Registered again before a previous removal of the same name@version was unloaded: keep it.
             session.execute(delete(PendingUnload).where(PendingUnload.engine_name == version.engine_name))
+            new_targets = [{"target": version.ref, "weight": 100}]
             for alias in aliases:
-                self._point_alias(session, alias, row.id, None, now, actor)
-                self._event(session, change, now, actor, "alias.set", alias, target=version.ref)
+                _, old, old_collection = self._point_alias(session, alias, [(row.id, 100)], None, now, actor)
+                self._event(
+                    session,
+                    change,
+                    now,
+                    actor,
+                    "alias.set",
+                    alias,
+                    target=version.ref,
+                    old=old,
+                    old_default_collection=old_collection,
+                    new=new_targets,
+                    reason=f"registered {version.ref}",
+                )
             self._event(
                 session,
                 change,
@@ -336,23 +439,47 @@ class RegistryStore:
         return version, change
 
     @staticmethod
+    def _targets_of(session: Session, alias: Alias) -> list[dict[str, Any]]:
+        """An alias's targets as history records them: ``[{"target": "name@version", "weight": 90}, ...]``."""
+        ids = [t.version_id for t in alias.targets]
+        refs = {
+            vid: f"{name}@{ver}"
+            for vid, ver, name in session.execute(
+                select(AdapterVersionRow.id, AdapterVersionRow.version, Adapter.name)
+                .join(Adapter)
+                .where(AdapterVersionRow.id.in_(ids))
+            ).all()
+        }
+        return [
+            {"target": refs[t.version_id], "weight": t.weight}
+            for t in sorted(alias.targets, key=lambda t: (-t.weight, t.version_id))
+            if t.version_id in refs
+        ]
+
+    @classmethod
     def _point_alias(
+        cls,
         session: Session,
         name: str,
-        version_id: int,
+        targets: Sequence[tuple[int, int]],
         default_collection: str | None,
         now: float,
         actor: str | None,
-    ) -> Alias:
+    ) -> tuple[Alias, list[dict[str, Any]], str | None]:
+        """Point ``name`` at ``targets`` (version id, weight); returns the row, its previous targets and collection."""
         alias = session.scalar(select(Alias).where(Alias.name == name).options(selectinload(Alias.targets)))
+        old: list[dict[str, Any]] = []
+        old_collection = None
         if alias is None:
             alias = Alias(name=name, updated_at=now)
             session.add(alias)
+        else:
+            old, old_collection = cls._targets_of(session, alias), alias.default_collection
         alias.default_collection = default_collection
         alias.updated_at, alias.updated_by = now, actor
-        alias.targets = [AliasTarget(version_id=version_id, weight=100)]
+        alias.targets = [AliasTarget(version_id=vid, weight=weight) for vid, weight in targets]
         session.flush()
-        return alias
+        return alias, old, old_collection
 
     def remove(self, ref: str, *, force: bool = False, actor: str | None = None) -> Removal:
         """Forget ``name`` (every version) or ``name@version``; the engines unload it once it is drained.
@@ -392,13 +519,44 @@ class RegistryStore:
                 )
             removed_aliases = []
             for alias in pinned_aliases:
+                old = self._targets_of(session, alias)
                 remaining = [t for t in alias.targets if t.version_id not in ids]
                 if remaining:
-                    alias.targets = remaining
+                    shares = normalise_weights([t.weight for t in remaining])
+                    alias.targets = [
+                        AliasTarget(version_id=t.version_id, weight=w)
+                        for t, w in zip(remaining, shares, strict=True)
+                    ]
+                    session.flush()
+                    self._event(
+                        session,
+                        change,
+                        now,
+                        actor,
+                        "alias.set",
+                        alias.name,
+                        target=None,
+                        old=old,
+                        old_default_collection=alias.default_collection,
+                        default_collection=alias.default_collection,
+                        new=self._targets_of(session, alias),
+                        reason=f"{ref} removed",
+                    )
                 else:
                     session.delete(alias)
                     removed_aliases.append(alias.name)
-                self._event(session, change, now, actor, "alias.deleted", alias.name, reason=f"{ref} removed")
+                    self._event(
+                        session,
+                        change,
+                        now,
+                        actor,
+                        "alias.deleted",
+                        alias.name,
+                        old=old,
+                        old_default_collection=alias.default_collection,
+                        new=[],
+                        reason=f"{ref} removed",
+                    )
             session.flush()
             for row, version in zip(rows, chosen, strict=True):
                 session.delete(row)
@@ -414,18 +572,32 @@ class RegistryStore:
     def set_alias(
         self,
         alias: str,
-        target: str,
+        target: str | Sequence[tuple[str, int]],
         default_collection: str | None = None,
         *,
         reserved: Collection[str] = (),
         actor: str | None = None,
+        reason: str | None = None,
+        kind: str = "alias.set",
+        details: Mapping[str, Any] | None = None,
+        if_latest: int | None = None,
     ) -> tuple[AliasRecord, int]:
-        """Point ``alias`` at ``target`` (``name@version``, or ``name`` = its latest version *now*).
+        """Point ``alias`` at one target or at weighted targets, atomically, and record the change in its history.
+
+        Args:
+            target: ``name@version`` (or ``name`` = its latest version *now*) at weight 100, or
+                ``[(ref, weight), ...]`` with distinct refs and integer weights ≥ 1 summing to 100.
+            reason: why (kept in the history with who, when, old → new).
+            kind: the history event's kind (``alias.set``; promotions record ``alias.promoted``).
+            details: more facts for the history event (a promotion's decision record).
+            if_latest: change only if this history event id is still the alias's latest (else a conflict).
 
         Raises:
-            RecordConflictError: ``alias`` is a model or adapter name.
-            RecordNotFoundError: ``target`` is not registered.
+            RecordConflictError: ``alias`` is a model or adapter name, or the weights are not a split of 100.
+            RecordNotFoundError: a target is not registered.
         """
+        wanted = [(target, 100)] if isinstance(target, str) else list(target)
+        check_weights(wanted)
         with self.db.write() as session:
             change = changes.bump(session)
             now = read_now(session)
@@ -433,32 +605,135 @@ class RegistryStore:
                 raise RecordConflictError(
                     f"`{alias}` is a model or adapter name", param="alias", code="name_taken"
                 )
-            snapshot = self._snapshot(session)
-            version = snapshot.get(target)
-            if version is None:
-                raise RecordNotFoundError(
-                    f"alias target `{target}` is not a registered adapter",
-                    param="target",
-                    code="adapter_not_found",
+            if if_latest is not None and self._latest_alias_event(session, alias) != if_latest:
+                raise RecordConflictError(
+                    f"alias `{alias}` changed meanwhile; look at its history and retry",
+                    param="alias",
+                    code="alias_changed",
                 )
-            row = self._point_alias(session, alias, version.id, default_collection, now, actor)
+            snapshot = self._snapshot(session)
+            chosen: list[tuple[AdapterVersion, int]] = []
+            for index, (ref, weight) in enumerate(wanted):
+                version = snapshot.get(ref)
+                if version is None:
+                    raise RecordNotFoundError(
+                        f"alias target `{ref}` is not a registered adapter",
+                        param="target" if isinstance(target, str) else f"targets.{index}.target",
+                        code="adapter_not_found",
+                    )
+                chosen.append((version, weight))
+            if len({v.id for v, _ in chosen}) != len(chosen):
+                raise RecordConflictError(
+                    "alias targets name the same version twice", param="targets", code="duplicate_target"
+                )
+            row, old, old_collection = self._point_alias(
+                session, alias, [(v.id, w) for v, w in chosen], default_collection, now, actor
+            )
+            ordered = [AliasTargetRecord(v.ref, w) for v, w in sorted(chosen, key=lambda c: (-c[1], c[0].id))]
+            new = [{"target": t.ref, "weight": t.weight} for t in ordered]
             self._event(
                 session,
                 change,
                 now,
                 actor,
-                "alias.set",
+                kind,
                 alias,
-                target=version.ref,
+                target=ordered[0].ref,
                 default_collection=default_collection,
+                old=old,
+                old_default_collection=old_collection,
+                new=new,
+                reason=reason,
+                **dict(details or {}),
             )
             record = AliasRecord(
-                target=version.ref,
+                target=ordered[0].ref,
                 default_collection=row.default_collection,
                 updated_at=iso(now),
-                targets=(AliasTargetRecord(version.ref, 100),),
+                targets=tuple(ordered),
             )
         return record, change
+
+    def record_alias_decision(
+        self, alias: str, kind: str, *, actor: str | None = None, reason: str | None = None, **data: Any
+    ) -> AliasChange:
+        """Record a decision about ``alias`` that leaves its targets as they are (a rejected promotion)."""
+        with self.db.write() as session:
+            row = session.scalar(
+                select(Alias).where(Alias.name == alias).options(selectinload(Alias.targets))
+            )
+            targets = self._targets_of(session, row) if row is not None else []
+            event = RegistryEvent(
+                at=read_now(session),
+                change=changes.current(session),
+                actor=actor,
+                kind=kind,
+                subject=alias,
+                data={"old": targets, "new": targets, "reason": reason, **data},
+            )
+            session.add(event)
+            session.flush()
+            return _alias_change(event)
+
+    def alias_history(self, alias: str, limit: int = 100) -> list[AliasChange]:
+        """The changes of ``alias``, newest first (including those before it was deleted and set again)."""
+        with self.db.read() as session:
+            query = (
+                select(RegistryEvent)
+                .where(RegistryEvent.subject == alias, RegistryEvent.kind.like("alias.%"))
+                .order_by(RegistryEvent.id.desc())
+                .limit(limit)
+            )
+            return [_alias_change(e) for e in session.scalars(query).all()]
+
+    def rollback_alias(
+        self,
+        alias: str,
+        *,
+        reserved: Collection[str] = (),
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> tuple[AliasRecord, int]:
+        """Return ``alias`` to the target set it had before its latest change, atomically (one transaction).
+
+        Rolling back twice returns to where the first rollback started (the latest change is the rollback).
+
+        Raises:
+            RecordNotFoundError: no such alias, or a version it pointed at was removed since.
+            RecordConflictError: its history records no earlier target set.
+        """
+        history = self.alias_history(alias, limit=100)
+        with self.db.read() as session:
+            exists = session.scalar(select(Alias.id).where(Alias.name == alias)) is not None
+        if not exists:
+            raise RecordNotFoundError(
+                f"alias `{alias}` does not exist", param="alias", code="alias_not_found"
+            )
+        # Decisions that moved nothing (a rejected promotion) are skipped: the rollback undoes the latest move.
+        moves = [h for h in history if h.old != h.new]
+        if not moves or not moves[0].old:
+            raise RecordConflictError(
+                f"alias `{alias}` has no earlier target set to return to",
+                param="alias",
+                code="no_previous_target",
+            )
+        last = moves[0]
+        try:
+            return self.set_alias(
+                alias,
+                [(t["target"], int(t["weight"])) for t in last.old],
+                last.old_default_collection,
+                reserved=reserved,
+                actor=actor,
+                reason=reason or f"rollback of change {last.change}",
+                kind="alias.rollback",
+                details={"rolled_back": last.id},
+                if_latest=history[0].id,
+            )
+        except RecordNotFoundError as exc:
+            raise RecordNotFoundError(
+                f"cannot roll `{alias}` back: {exc.message} any more", param="alias", code=exc.code
+            ) from exc
 
     def delete_alias(self, alias: str, *, actor: str | None = None) -> int:
         """Remove an alias; returns the change number.

@@ -33,6 +33,7 @@ ROUTER_MODULES: list[str] = [
     "serving.adapters.router",
     "serving.retrieval.router",
     "serving.evaluations.router",
+    "serving.promotions.router",
     "serving.ops.insights.router",
     "serving.console.router",
 ]

@@ -112,28 +112,174 @@ def adapters_rm(
     console.print(f"removed {', '.join(data['deleted'])}")
 
 
+def alias_body(targets: list[str]) -> dict[str, Any]:
+    """``acme@2`` → one target; ``acme@2=90 acme@3=10`` → weighted targets (the API checks they sum to 100)."""
+    if len(targets) == 1 and "=" not in targets[0]:
+        return {"target": targets[0]}
+    split = []
+    for item in targets:
+        ref, sep, weight = item.rpartition("=")
+        if not sep or not ref or not weight.isdigit():
+            raise typer.BadParameter(f"`{item}`: weighted targets are written `name@version=WEIGHT`")
+        split.append({"target": ref, "weight": int(weight)})
+    return {"targets": split}
+
+
+def _targets_text(targets: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{t['target']}={t['weight']}" for t in targets) or "—"
+
+
 @adapters_app.command("alias")
 def adapters_alias(
     alias: Annotated[str, typer.Argument(help="Alias name.")],
-    target: Annotated[
-        str | None, typer.Argument(help="`name@version` or `name`; omit with --delete.")
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="`name@version` (or `name`), or weighted `acme@2=90 acme@3=10`; omit with --delete."
+        ),
     ] = None,
     collection: Annotated[str | None, typer.Option(help="Default retrieval collection of the alias.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the alias's history).")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     url: UrlOpt = None,
     key: KeyOpt = None,
 ) -> None:
-    """Point an alias at an adapter version (atomic switch), or remove it."""
+    """Point an alias at an adapter version or a weighted split (atomic switch), or remove it."""
     with _client(url, key) as http:
         if delete:
             _check(http.delete(f"/v1/aliases/{alias}"))
             console.print(f"alias {alias} removed")
             return
-        if not target:
+        if not targets:
             raise typer.BadParameter("give a target, or --delete")
-        body = {"target": target, "default_collection": collection}
+        body = {**alias_body(targets), "default_collection": collection, "reason": reason}
         data = _check(http.put(f"/v1/aliases/{alias}", json=body))
-    console.print(f"{alias} → {data['target']}")
+    console.print(f"{alias} → {_targets_text(data['targets'])}")
+
+
+@adapters_app.command("history")
+def adapters_history(
+    alias: Annotated[str, typer.Argument(help="Alias name.")],
+    limit: Annotated[int, typer.Option(help="Newest changes to show.", min=1, max=1000)] = 20,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """The alias's recorded changes, newest first: who, when, old → new targets, why."""
+    with _client(url, key) as http:
+        data = _check(http.get(f"/v1/aliases/{alias}/history", params={"limit": limit}))
+    table = Table("id", "at", "kind", "by", "old", "new", "reason", title=f"history of {alias}")
+    for change in data["data"]:
+        table.add_row(
+            str(change["id"]),
+            change["at"],
+            change["kind"],
+            change["actor"] or "—",
+            _targets_text(change["old"]),
+            _targets_text(change["new"]),
+            change["reason"] or "",
+        )
+    console.print(table)
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(
+    alias: Annotated[str, typer.Argument(help="Alias name.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the alias's history).")] = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Return the alias atomically to the targets it had before its latest change."""
+    with _client(url, key) as http:
+        data = _check(http.post(f"/v1/aliases/{alias}/rollback", json={"reason": reason}))
+    console.print(f"{alias} → {_targets_text(data['targets'])}")
+
+
+def _dataset_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (or a JSON array) as the evaluation API takes them; it validates them."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise typer.BadParameter(f"{path}: expected JSON objects, one per line (or a JSON array of them)")
+    return rows
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    alias: Annotated[str, typer.Argument(help="Alias to promote onto.")],
+    candidate: Annotated[str, typer.Argument(help="`name@version` to evaluate against the alias's target.")],
+    dataset: Annotated[Path, typer.Option(help="Evaluation rows (JSONL).", exists=True, dir_okay=False)],
+    require: Annotated[list[str], typer.Option(help="Gate requirement, e.g. 'rouge_l>base' (repeatable).")],
+    collection: Annotated[str | None, typer.Option(help="Retrieval collection to ground answers.")] = None,
+    steps: Annotated[str, typer.Option(help="Candidate weights per step, e.g. 10,50,100.")] = "100",
+    step_interval: Annotated[float, typer.Option(help="Seconds between steps.")] = 0.0,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the decision and show it.")] = True,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Evaluate CANDIDATE against ALIAS's current target on the same samples; move the alias only if the gate
+    passes. Exits 1 when the gate rejects it."""
+    import time
+
+    try:
+        weights = [int(s) for s in steps.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("--steps takes comma-separated integers, e.g. 10,50,100") from exc
+    body = {
+        "candidate": candidate,
+        "dataset": _dataset_rows(dataset),
+        "dataset_name": dataset.name,
+        "collection": collection,
+        "require": require,
+        "steps": weights,
+        "step_interval_s": step_interval,
+        "reason": reason,
+    }
+    with _client(url, key) as http:
+        promotion = _check(http.post(f"/v1/aliases/{alias}/promotions", json=body))
+        console.print(f"promotion {promotion['id']}: evaluating (job {promotion['evaluation_id']})")
+        if not wait:
+            return
+        while promotion["status"] in ("evaluating", "promoting"):
+            time.sleep(1.0)
+            promotion = _check(http.get(f"/v1/aliases/{alias}/promotions/{promotion['id']}"))
+    _show_decision(promotion)
+    if promotion["status"] != "promoted":
+        raise typer.Exit(1)
+
+
+def _show_decision(promotion: dict[str, Any]) -> None:
+    decision = promotion.get("decision") or {}
+    table = Table(
+        "requirement",
+        "observed",
+        "95 % CI",
+        "n",
+        "failed",
+        "judge",
+        "result",
+        title=f"{promotion['candidate']} vs {promotion['baseline']} (dataset sha256 {promotion['dataset_sha256'][:12]})",
+    )
+    for check in decision.get("checks", []):
+        low, high = check.get("ci_low"), check.get("ci_high")
+        table.add_row(
+            check["requirement"],
+            "–" if check.get("observed") is None else f"{check['observed']:+.3f}",
+            "–" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]",
+            str(check.get("n", 0)),
+            check.get("failed") or "",
+            check.get("judge") or "",
+            "pass" if check["passed"] else "FAIL: " + "; ".join(check.get("reasons", [])),
+        )
+    console.print(table)
+    colour = "green" if promotion["status"] == "promoted" else "red"
+    detail = f" ({promotion['error']})" if promotion.get("error") else ""
+    console.print(f"[{colour}]{promotion['status']}[/{colour}]{detail}")
 
 
 def _open_plane(migrate: bool) -> Any:

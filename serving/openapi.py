@@ -51,6 +51,8 @@ OPERATION_ERRORS: dict[str, tuple[int, ...]] = {
     "create_adapter": (404, 409, 502, 503),
     "delete_adapter": (409,),
     "put_alias": (409, 503),
+    "rollback_alias": (409, 503),
+    "create_promotion": (409, 503),
     "create_collection": (409, 503),
     "list_collections": (503,),
     "describe_collection": (503,),

@@ -43,6 +43,11 @@ class EngineProxy:
             self.metrics.tokens.labels(target.label, "prompt").inc(usage.get("prompt_tokens") or 0)
             self.metrics.tokens.labels(target.label, "completion").inc(usage.get("completion_tokens") or 0)
 
+    def _count_request(self, endpoint: str, target: Target, stream: bool) -> None:
+        self.metrics.requests.labels(endpoint, target.label, "true" if stream else "false").inc()
+        if target.alias is not None:
+            self.metrics.alias_requests.labels(target.alias, target.canonical).inc()
+
     def _fail(self, endpoint: str, target: Target, exc: GatewayError) -> None:
         # Counted once, by the middleware, when the error response goes out; these are its labels.
         exc.metric_labels = (endpoint, target.label)
@@ -91,7 +96,7 @@ class EngineProxy:
         self, endpoint: str, path: str, target: Target, body: dict[str, Any]
     ) -> dict[str, Any]:
         """Non-streaming request; the engine's JSON with ``model`` set to what the client asked for."""
-        self.metrics.requests.labels(endpoint, target.label, "false").inc()
+        self._count_request(endpoint, target, stream=False)
         start = time.perf_counter()
         try:
             async with AsyncExitStack() as stack:
@@ -105,7 +110,7 @@ class EngineProxy:
             raise
         self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
         self._count_usage(target, data.get("usage"))
-        data["model"] = target.requested
+        data["model"] = target.response_model
         return data
 
     async def open_stream(
@@ -125,7 +130,7 @@ class EngineProxy:
             tail: extra chunk fields to send as chunks of their own before the usage chunk and ``[DONE]`` (e.g.
                 ``{"citations": ...}``), so that the usage chunk stays the last one, as OpenAI sends it.
         """
-        self.metrics.requests.labels(endpoint, target.label, "true").inc()
+        self._count_request(endpoint, target, stream=True)
         start = time.perf_counter()
         stack = AsyncExitStack()
         try:
@@ -138,7 +143,7 @@ class EngineProxy:
             if isinstance(exc, GatewayError):
                 self._fail(endpoint, target, exc)
             raise
-        rewriter = ChunkRewriter(body["model"], target.requested)
+        rewriter = ChunkRewriter(body["model"], target.response_model)
         return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [], rewriter)
 
     async def _relay(
@@ -182,18 +187,18 @@ class EngineProxy:
                 if not choices and usage:
                     self._count_usage(target, usage)
                     if client_usage:
-                        chunk["model"] = target.requested
+                        chunk["model"] = target.response_model
                         usage_chunk = chunk  # sent last, after the tail chunks
                     continue
                 if not client_usage:
                     chunk.pop("usage", None)
-                chunk["model"] = target.requested
+                chunk["model"] = target.response_model
                 yield sse(chunk)
             if not finished:
                 raise httpx.RemoteProtocolError("engine closed the stream before [DONE]")
             if not errored:
                 for extra in tail:
-                    yield sse({**meta, "model": target.requested, "choices": [], **extra})
+                    yield sse({**meta, "model": target.response_model, "choices": [], **extra})
                 if usage_chunk is not None:
                     yield sse(usage_chunk)
             yield "data: [DONE]\n\n"

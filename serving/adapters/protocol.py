@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -62,22 +62,102 @@ class AdapterDeleted(BaseModel):
     removed_aliases: list[str] = Field(default_factory=list)
 
 
-class AliasUpdate(BaseModel):
-    """Point an alias at an adapter version (atomically: each request sees the old or the new target)."""
+MAX_TARGETS = 8
+
+
+class AliasTargetPublic(BaseModel):
+    """One target of a weighted alias."""
 
     model_config = ConfigDict(extra="forbid")
 
     target: str = Field(min_length=1, max_length=200)
     """``name@version``, or ``name`` for its current latest version (resolved now, not floating)."""
+    weight: int = Field(ge=1, le=100)
+    """Percent of the alias's traffic (integers; an alias's weights sum to 100)."""
+
+
+class AliasUpdate(BaseModel):
+    """Point an alias at one adapter version or at several with weights (a canary split).
+
+    Atomic: each request sees the old or the new targets, never a mix. Give ``target`` (weight 100) or
+    ``targets`` (weights summing to 100), not both.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str | None = Field(default=None, min_length=1, max_length=200)
+    """``name@version``, or ``name`` for its current latest version (resolved now, not floating)."""
+    targets: list[AliasTargetPublic] | None = Field(default=None, min_length=1, max_length=MAX_TARGETS)
+    """Weighted targets, e.g. ``[{"target": "acme@2", "weight": 90}, {"target": "acme@3", "weight": 10}]``."""
     default_collection: str | None = Field(default=None, min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=500)
+    """Why (kept in the alias's history with who and when)."""
+
+    @field_validator("targets")
+    @classmethod
+    def _split(cls, targets: list[AliasTargetPublic] | None) -> list[AliasTargetPublic] | None:
+        if targets is not None:
+            refs = [t.target for t in targets]
+            if len(set(refs)) != len(refs):
+                raise ValueError("`targets` names the same target twice")
+            total = sum(t.weight for t in targets)
+            if total != 100:
+                raise ValueError(f"`targets` weights must sum to 100, not {total}")
+        return targets
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if (self.target is None) == (self.targets is None):
+            raise ValueError("give either `target` or `targets`")
+        return self
+
+    def split(self) -> str | list[tuple[str, int]]:
+        """What the registry takes: one ref, or ``[(ref, weight), ...]``."""
+        if self.targets is None:
+            assert self.target is not None
+            return self.target
+        return [(t.target, t.weight) for t in self.targets]
 
 
 class AliasPublic(BaseModel):
     object: Literal["alias"] = "alias"
     alias: str
     target: str
+    """The target with the largest weight (the only one of a plain alias)."""
+    targets: list[AliasTargetPublic] = Field(default_factory=list)
+    """Every target with its weight, largest first."""
     default_collection: str | None = None
     updated_at: str
+
+
+class AliasRollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class AliasChangePublic(BaseModel):
+    """One recorded change of an alias: who, when, old → new targets, why (a promotion adds its decision)."""
+
+    object: Literal["alias.change"] = "alias.change"
+    id: int
+    at: str
+    change: int
+    actor: str | None = None
+    kind: str
+    """``alias.set``, ``alias.rollback``, ``alias.promoted`` or ``alias.deleted``."""
+    old: list[dict[str, Any]]
+    new: list[dict[str, Any]]
+    reason: str | None = None
+    old_default_collection: str | None = None
+    default_collection: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AliasHistory(BaseModel):
+    object: Literal["list"] = "list"
+    alias: str
+    data: list[AliasChangePublic]
 
 
 class AliasList(BaseModel):

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragswap import Settings
-from serving.adapters.protocol import AdapterCreate, AdapterPublic, AliasPublic, ReplicaAdapterState
+from serving.adapters.protocol import (
+    AdapterCreate,
+    AdapterPublic,
+    AliasChangePublic,
+    AliasPublic,
+    AliasTargetPublic,
+    ReplicaAdapterState,
+)
+from serving.adapters.routing import choose_target
 from serving.adapters.validation import resolve_adapter_path, validate_adapter
 from serving.controlplane import db_call
 from serving.engine.pool import EnginePool
@@ -48,6 +56,8 @@ class Target:
     default_collection: str | None
     label: str
     """Metrics label: the base model or the adapter name."""
+    alias: str | None = None
+    """The alias the request named (its weighted targets picked ``adapter``)."""
 
     @property
     def engine_model(self) -> str | None:
@@ -55,7 +65,14 @@ class Target:
 
     @property
     def canonical(self) -> str:
+        """The concrete version that serves the request (``name@version``), or the base model."""
         return self.adapter.ref if self.adapter else self.label
+
+    @property
+    def response_model(self) -> str:
+        """The response's ``model``: what the client asked for, except that an alias names its concrete version
+        (a weighted alias serves several, so the client learns which one answered)."""
+        return self.canonical if self.alias is not None else self.requested
 
 
 class AdapterRegistry:
@@ -213,17 +230,23 @@ class AdapterRegistry:
         ids.extend(sorted(snap.aliases))
         return ids
 
-    def resolve(self, model: str) -> Target:
-        """Base model, adapter name (latest version), ``name@version`` or alias; else 404 listing the models."""
+    def resolve(self, model: str, sticky_key: str | None = None) -> Target:
+        """Base model, adapter name (latest version), ``name@version`` or alias; else 404 listing the models.
+
+        Args:
+            sticky_key: the request's session or user: a weighted alias then always sends it to the same version
+                (see :mod:`serving.adapters.routing`); without one each request draws a version by weight.
+        """
         snap = self._snap
         if model == self.base_name:
             return Target(model, None, None, self.base_name)
         alias = snap.aliases.get(model)
         if alias is not None:
-            adapter = snap.get(alias.target)
+            chosen = choose_target(model, alias.targets, sticky_key) if alias.targets else None
+            adapter = snap.get(chosen.ref if chosen else alias.target)
             if adapter is not None:
                 collection = alias.default_collection or adapter.default_collection
-                return Target(model, adapter, collection, adapter.name)
+                return Target(model, adapter, collection, adapter.name, alias=model)
         else:
             adapter = snap.get(model)
             if adapter is not None:
@@ -282,7 +305,9 @@ class AdapterRegistry:
             target_modules=version.target_modules,
             base_check=version.base_check,
             default_collection=version.default_collection,
-            aliases=sorted(a for a, rec in snap.aliases.items() if rec.target == version.ref),
+            aliases=sorted(
+                a for a, rec in snap.aliases.items() if any(t.ref == version.ref for t in rec.targets)
+            ),
             created_at=version.created_at,
             replicas=states,
         )
@@ -303,6 +328,7 @@ class AdapterRegistry:
         return AliasPublic(
             alias=alias,
             target=record.target,
+            targets=[AliasTargetPublic(target=t.ref, weight=t.weight) for t in record.targets],
             default_collection=record.default_collection,
             updated_at=record.updated_at,
         )
@@ -432,9 +458,19 @@ class AdapterRegistry:
         logger.warning("unloading with requests still in flight", extra={"adapter": engine_name})
 
     async def set_alias(
-        self, alias: str, target: str, default_collection: str | None, actor: str | None = None
+        self,
+        alias: str,
+        target: str | list[tuple[str, int]],
+        default_collection: str | None,
+        actor: str | None = None,
+        reason: str | None = None,
+        **record: Any,
     ) -> AliasRecord:
-        record, _ = await db_call(
+        """Point ``alias`` at one target or weighted targets (one transaction; recorded in its history).
+
+        ``record`` passes ``kind`` and ``details`` through (a promotion records its decision with the change).
+        """
+        result, _ = await db_call(
             self.plane,
             self.plane.registry.set_alias,
             alias,
@@ -442,11 +478,40 @@ class AdapterRegistry:
             default_collection,
             reserved={self.base_name},
             actor=actor,
+            reason=reason,
+            **record,
         )
         await self.refresh()
         self.pool.metrics.adapter_ops.labels("alias", "ok").inc()
-        logger.info("alias set", extra={"alias": alias, "target": record.target})
-        return record
+        logger.info(
+            "alias set",
+            extra={"alias": alias, "targets": {t.ref: t.weight for t in result.targets}, "reason": reason},
+        )
+        return result
+
+    async def rollback_alias(
+        self, alias: str, actor: str | None = None, reason: str | None = None
+    ) -> AliasRecord:
+        """Return ``alias`` atomically to its previous target set (404/409 when there is none to return to)."""
+        result, _ = await db_call(
+            self.plane,
+            self.plane.registry.rollback_alias,
+            alias,
+            reserved={self.base_name},
+            actor=actor,
+            reason=reason,
+        )
+        await self.refresh()
+        self.pool.metrics.adapter_ops.labels("rollback", "ok").inc()
+        logger.info(
+            "alias rolled back", extra={"alias": alias, "targets": {t.ref: t.weight for t in result.targets}}
+        )
+        return result
+
+    async def alias_history(self, alias: str, limit: int = 100) -> list[AliasChangePublic]:
+        """The recorded changes of ``alias``, newest first."""
+        changes = await db_call(self.plane, self.plane.registry.alias_history, alias, limit)
+        return [AliasChangePublic.model_validate(c, from_attributes=True) for c in changes]
 
     async def delete_alias(self, alias: str, actor: str | None = None) -> None:
         await db_call(self.plane, self.plane.registry.delete_alias, alias, actor=actor)

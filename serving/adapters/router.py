@@ -11,8 +11,10 @@ from serving.adapters.protocol import (
     AdapterDeleted,
     AdapterList,
     AdapterPublic,
+    AliasHistory,
     AliasList,
     AliasPublic,
+    AliasRollback,
     AliasUpdate,
 )
 from serving.deps import AdminDep, ApiKeyDep, RegistryDep
@@ -20,6 +22,7 @@ from serving.references import check_collection
 
 router = APIRouter(tags=["adapters"])
 RefPath = Annotated[str, Path(min_length=1, max_length=200)]
+AliasPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 @router.post("/v1/adapters", status_code=status.HTTP_201_CREATED, response_model=AdapterPublic)
@@ -62,7 +65,7 @@ async def list_aliases(_: ApiKeyDep, registry: RegistryDep) -> AliasList:
 
 @router.put("/v1/aliases/{alias}", response_model=AliasPublic)
 async def put_alias(
-    alias: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")],
+    alias: AliasPath,
     body: AliasUpdate,
     principal: AdminDep,
     registry: RegistryDep,
@@ -71,7 +74,31 @@ async def put_alias(
     await check_collection(
         getattr(request.app.state, "retrieval", None), body.default_collection, "default_collection"
     )
-    record = await registry.set_alias(alias, body.target, body.default_collection, actor=principal.key_hint)
+    record = await registry.set_alias(
+        alias, body.split(), body.default_collection, actor=principal.key_hint, reason=body.reason
+    )
+    return registry.alias_public(alias, record)
+
+
+@router.get("/v1/aliases/{alias}/history", response_model=AliasHistory)
+async def alias_history(
+    alias: AliasPath,
+    _: ApiKeyDep,
+    registry: RegistryDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AliasHistory:
+    """Every recorded change of the alias (who, when, old → new targets, why), newest first."""
+    return AliasHistory(alias=alias, data=await registry.alias_history(alias, limit))
+
+
+@router.post("/v1/aliases/{alias}/rollback", response_model=AliasPublic)
+async def rollback_alias(
+    alias: AliasPath, principal: AdminDep, registry: RegistryDep, body: AliasRollback | None = None
+) -> AliasPublic:
+    """Return the alias atomically to the target set it had before its latest change."""
+    record = await registry.rollback_alias(
+        alias, actor=principal.key_hint, reason=body.reason if body else None
+    )
     return registry.alias_public(alias, record)
 
 

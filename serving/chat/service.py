@@ -45,9 +45,8 @@ class ChatService:
         return options
 
     async def _prepare(
-        self, request: ChatCompletionRequest
-    ) -> tuple[Target, dict[str, Any], list[dict[str, Any]] | None]:
-        target = self.registry.resolve(request.model)
+        self, request: ChatCompletionRequest, target: Target
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         messages = request.message_dicts()
         citations: list[dict[str, Any]] | None = None
         options = self._rag_options(request, target)
@@ -67,18 +66,20 @@ class ChatService:
             prompt_logger.info("prompt", extra={"model": target.canonical, "messages": messages})
         body = request.engine_body("", exclude={"rag", "messages"})
         body["messages"] = messages
-        return target, body, citations
+        return body, citations
 
-    async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        target, body, citations = await self._prepare(request)
+    async def create(self, request: ChatCompletionRequest, target: Target) -> dict[str, Any]:
+        """Answer ``request`` with ``target`` (``registry.resolve`` of its model: the router resolves it first, so
+        it can name the concrete version in the response headers)."""
+        body, citations = await self._prepare(request, target)
         data = await self.proxy.complete(ENDPOINT, PATH, target, body)
         if citations is not None:
             for choice in data.get("choices", []):
                 choice.setdefault("message", {})["citations"] = citations
         return data
 
-    async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
-        target, body, citations = await self._prepare(request)
+    async def stream(self, request: ChatCompletionRequest, target: Target) -> AsyncIterator[str]:
+        body, citations = await self._prepare(request, target)
         tail = [{"citations": citations}] if citations is not None else None
         return await self.proxy.open_stream(
             ENDPOINT, PATH, target, body, client_usage=request.wants_usage_chunk, tail=tail

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.adapters.registry import AdapterRegistry
+from serving.adapters.registry import AdapterRegistry, Target
 from serving.completions.protocol import CompletionRequest
 from serving.proxy import EngineProxy
 
@@ -18,12 +18,10 @@ class CompletionService:
         self.proxy = proxy
         self.registry = registry
 
-    async def create(self, request: CompletionRequest) -> dict[str, Any]:
-        target = self.registry.resolve(request.model)
+    async def create(self, request: CompletionRequest, target: Target) -> dict[str, Any]:
         return await self.proxy.complete(ENDPOINT, PATH, target, request.engine_body(""))
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[str]:
-        target = self.registry.resolve(request.model)
+    async def stream(self, request: CompletionRequest, target: Target) -> AsyncIterator[str]:
         return await self.proxy.open_stream(
             ENDPOINT, PATH, target, request.engine_body(""), client_usage=request.wants_usage_chunk
         )

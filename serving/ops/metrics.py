@@ -42,6 +42,12 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.alias_requests = Counter(
+            "ragswap_alias_requests",
+            "Inference requests to an alias, by the concrete version that served them (canary splits).",
+            ["alias", "version"],
+            registry=r,
+        )
         self.tokens = Counter("ragswap_tokens", "Tokens processed.", ["model", "kind"], registry=r)
         self.in_flight = Gauge(
             "ragswap_requests_in_flight", "Requests being proxied.", ["replica"], registry=r

@@ -187,6 +187,36 @@ def test_register_an_adapter_and_see_its_replica_state(console: Console) -> None
     console.shoot("adapters")
 
 
+def test_weighted_alias_history_and_rollback(console: Console, lora_adapters: dict[str, Path]) -> None:
+    """A canary split set over the API shows its weights; the history lists it; Rollback returns to 100 %."""
+    page, gateway = console.page, console.gateway
+    with httpx.Client(base_url=gateway.url, headers=gateway.headers(admin=True), timeout=120) as admin:
+        resp = admin.post("/v1/adapters", json={"name": ADAPTER, "path": str(lora_adapters["beta"])})
+        assert resp.status_code == 201, resp.text
+        split = [{"target": f"{ADAPTER}@1", "weight": 90}, {"target": f"{ADAPTER}@2", "weight": 10}]
+        resp = admin.put(f"/v1/aliases/{ALIAS}", json={"targets": split, "reason": "ten percent canary"})
+        assert resp.status_code == 200, resp.text
+    console.goto("/ui/adapters")
+    alias_row = page.locator(f"tr[data-alias='{ALIAS}']")
+    expect(alias_row).to_contain_text("90 %")
+    expect(alias_row).to_contain_text(f"{ADAPTER}@2")
+    expect(alias_row).to_contain_text("10 %")
+    alias_row.get_by_role("button", name="History").click()
+    history = page.locator("#alias-history")
+    expect(history.locator("tr[data-kind='alias.set']").first).to_contain_text("ten percent canary")
+    history.get_by_role("button", name="Rollback").click()
+    page.locator("#rollback-dialog").get_by_role("button", name="Roll back").click()
+    expect(history.locator("tr[data-kind='alias.rollback']")).to_contain_text("rolled back from the console")
+    expect(alias_row).not_to_contain_text(f"{ADAPTER}@2")
+    expect(alias_row).to_contain_text("100 %")
+    with httpx.Client(base_url=gateway.url, headers=gateway.headers(admin=True), timeout=120) as admin:
+        targets = admin.get("/v1/aliases").json()["data"]
+        assert [a["targets"] for a in targets if a["alias"] == ALIAS] == [
+            [{"target": f"{ADAPTER}@1", "weight": 100}]
+        ]
+        assert admin.delete(f"/v1/adapters/{ADAPTER}@2").status_code == 200
+
+
 def test_upload_a_file_and_find_it_in_the_search_playground(console: Console) -> None:
     page = console.page
     console.goto("/ui/collections")

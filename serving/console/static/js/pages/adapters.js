@@ -1,7 +1,8 @@
 // Adapters: versions with per-replica state (GET /v1/adapters), manifests (GET /v1/adapters/{ref}/manifest),
 // register (POST /v1/adapters) from a directory under the adapter roots (GET /v1/adapter-roots, admin), delete,
-// and aliases (GET/PUT/DELETE /v1/aliases). An alias shows its targets as a weighted list: one target at 100 %
-// today, several once weighted (canary) aliases exist.
+// and aliases (GET/PUT/DELETE /v1/aliases). An alias shows its targets as a weighted list (one at 100 %, or a
+// canary split); its history (GET /v1/aliases/{name}/history: who, when, old → new, why) opens below the table,
+// with a Rollback button (POST /v1/aliases/{name}/rollback, admin only).
 
 import { api } from "../api.js";
 import {
@@ -11,7 +12,7 @@ import {
 import { boot } from "../shell.js";
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-let state = { adapters: [], aliases: [], collections: [], sources: null, baseModel: null, principal: null };
+let state = { adapters: [], aliases: [], collections: [], sources: null, baseModel: null, principal: null, history: null };
 
 function aliasTargets(alias) {
   // Weighted aliases (adapter lifecycle) list several targets; a plain alias has one at 100 %.
@@ -126,6 +127,7 @@ function renderAliases() {
             h(
               "div",
               { class: "actions" },
+              h("button", { type: "button", class: "btn btn-sm", onclick: () => showHistory(a.alias) }, "History"),
               h("button", { type: "button", class: "btn btn-sm", "data-admin": true, onclick: () => editAlias(a) }, "Edit"),
               h("button", { type: "button", class: "btn btn-sm btn-danger", "data-admin": true, onclick: () => deleteAlias(a) }, "Delete"),
             ),
@@ -135,6 +137,59 @@ function renderAliases() {
       { empty: "No alias yet. An alias gives clients a stable name while you switch versions behind it.", rowAttrs: (a) => ({ "data-alias": a.alias }) },
     ),
   );
+}
+
+function splitText(targets) {
+  return targets.length ? targets.map((t) => `${t.target} ${t.weight} %`).join(", ") : "—";
+}
+
+async function showHistory(alias) {
+  state.history = alias;
+  const root = $("#alias-history");
+  root.hidden = false;
+  let history;
+  try {
+    history = await api(`/v1/aliases/${encodeURIComponent(alias)}/history`);
+  } catch (err) {
+    clear(root, h("p", { class: "form-error" }, err.message));
+    return;
+  }
+  const current = state.aliases.some((a) => a.alias === alias);
+  clear(
+    root,
+    h(
+      "div",
+      { class: "card-head" },
+      h("h3", { id: "alias-history-title" }, `History of ${alias}`),
+      current
+        ? h("button", { type: "button", class: "btn btn-sm btn-danger", "data-admin": true, onclick: () => rollback(alias) }, "Rollback")
+        : null,
+    ),
+    table(
+      [
+        { label: "When", render: (c) => when(c.at) },
+        { label: "Change", render: (c) => badge(c.kind.replace("alias.", ""), c.kind === "alias.rollback" ? "warn" : "neutral") },
+        { label: "By", render: (c) => c.actor || "—" },
+        { label: "Before", render: (c) => splitText(c.old) },
+        { label: "After", render: (c) => splitText(c.new), class: "wide" },
+        { label: "Reason", render: (c) => c.reason || "—" },
+      ],
+      history.data,
+      { empty: "No recorded change.", rowAttrs: (c) => ({ "data-change": c.id, "data-kind": c.kind }) },
+    ),
+  );
+}
+
+async function rollback(alias) {
+  $("#rollback-text").textContent = `${alias} returns at once to the targets it had before its latest change.`;
+  if (!(await confirmDialog($("#rollback-dialog")))) return;
+  try {
+    const saved = await api(`/v1/aliases/${encodeURIComponent(alias)}/rollback`, { method: "POST", json: { reason: "rolled back from the console" } });
+    toast(`${saved.alias} → ${splitText(saved.targets)}`, "ok");
+  } catch (err) {
+    toast(err.message, "error");
+  }
+  await load();
 }
 
 function renderSelects() {
@@ -309,6 +364,7 @@ async function load() {
   renderAliases();
   renderSelects();
   renderSources();
+  if (state.history) await showHistory(state.history);
 }
 
 boot(async ({ principal }) => {
