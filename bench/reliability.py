@@ -97,6 +97,8 @@ class Outcome:
     """``ok``, ``wrong_output``, ``disconnected`` (the client left on purpose), or the failure: ``http_<status>``,
     ``sse_<type>``, an exception name."""
     misrouted: bool = False
+    detail: str = ""
+    """The failure's message (the error body, the SSE error event or the exception), for the report."""
 
 
 @dataclass
@@ -202,19 +204,20 @@ def all_adapters_loaded(url: str, names: list[str]) -> bool:
 # ---- traffic -----------------------------------------------------------------------------------------------------
 
 
-def sse_text(lines: list[str]) -> tuple[str, str | None]:
-    """Concatenated content of an SSE answer and the error type if it carried one."""
-    text, error = [], None
+def sse_text(lines: list[str]) -> tuple[str, str | None, str]:
+    """Concatenated content of an SSE answer, the error type if it carried one, and that error's message."""
+    text, error, message = [], None, ""
     for line in lines:
         if not line.startswith("data: ") or line == "data: [DONE]":
             continue
         chunk = json.loads(line[6:])
         if "error" in chunk:
             error = str(chunk["error"].get("type"))
+            message = str(chunk["error"].get("message") or "")
             continue
         for choice in chunk.get("choices") or []:
             text.append(choice.get("delta", {}).get("content") or choice.get("text") or "")
-    return "".join(text), error
+    return "".join(text), error, message
 
 
 class Traffic:
@@ -228,9 +231,9 @@ class Traffic:
         self.user = {"Authorization": f"Bearer {USER_KEY}"}
         self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
-    def record(self, kind: str, start: float, result: str, misrouted: bool = False) -> None:
+    def record(self, kind: str, start: float, result: str, misrouted: bool = False, detail: str = "") -> None:
         self.last = result
-        self.soak.outcomes.append(Outcome(kind, start, time.monotonic(), result, misrouted))
+        self.soak.outcomes.append(Outcome(kind, start, time.monotonic(), result, misrouted, detail[:500]))
 
     def check(self, name: str, kind: str, prompt: str, text: str, start: float, allowed: list[str]) -> None:
         expected = {self.soak.refs[(kind, m, prompt)] for m in allowed}
@@ -258,22 +261,22 @@ class Traffic:
                 async with self.http.stream("POST", path, json=body, headers=self.user) as resp:
                     if resp.status_code != 200:
                         await resp.aread()
-                        self.record(name, start, f"http_{resp.status_code}")
+                        self.record(name, start, f"http_{resp.status_code}", detail=resp.text)
                         return
                     lines = [line async for line in resp.aiter_lines()]
-                text, error = sse_text(lines)
+                text, error, message = sse_text(lines)
                 if error:
-                    self.record(name, start, f"sse_{error}")
+                    self.record(name, start, f"sse_{error}", detail=message)
                     return
             else:
                 resp = await self.http.post(path, json=body, headers=self.user)
                 if resp.status_code != 200:
-                    self.record(name, start, f"http_{resp.status_code}")
+                    self.record(name, start, f"http_{resp.status_code}", detail=resp.text)
                     return
                 choice = resp.json()["choices"][0]
                 text = choice["message"]["content"] if chat else choice["text"]
         except httpx.HTTPError as exc:
-            self.record(name, start, type(exc).__name__)
+            self.record(name, start, type(exc).__name__, detail=repr(exc))
             return
         self.check(name, kind, prompt, text, start, allowed)
 
@@ -303,7 +306,7 @@ class Traffic:
             self.record(kind, start, type(exc).__name__)
             return
         if resp.status_code >= 300:
-            self.record(kind, start, f"http_{resp.status_code}")
+            self.record(kind, start, f"http_{resp.status_code}", detail=resp.text)
         elif ok is not None and not ok(resp.json()):
             self.record(kind, start, "bad_answer")
         else:
@@ -334,7 +337,10 @@ class Traffic:
             )
             if resp.status_code == 201:
                 resp = await self.http.delete(f"/v1/adapters/{self.extra_adapter}", headers=self.admin)
-            self.record("adapter_add_remove", start, "ok" if resp.is_success else f"http_{resp.status_code}")
+            failed = "" if resp.is_success else resp.text
+            self.record(
+                "adapter_add_remove", start, f"http_{resp.status_code}" if failed else "ok", detail=failed
+            )
         except httpx.HTTPError as exc:
             self.record("adapter_add_remove", start, type(exc).__name__)
 
@@ -486,6 +492,7 @@ def classify(outcomes: list[Outcome], faults: list[Fault]) -> dict[str, Any]:
     windows = [(f.kind, f.killed_at - 0.05, (f.ready_at or f.killed_at) + 2.0) for f in faults]
     classes: dict[str, int] = {}
     unexpected = 0
+    details: list[dict[str, Any]] = []
     for o in outcomes:
         if o.result in ("ok", "disconnected"):
             continue
@@ -500,7 +507,17 @@ def classify(outcomes: list[Outcome], faults: list[Fault]) -> dict[str, Any]:
         label = f"{'expected' if expected else 'unexpected'}:{o.kind}:{o.result}"
         classes[label] = classes.get(label, 0) + 1
         unexpected += not expected
-    return {"by_class": dict(sorted(classes.items())), "unexpected_failures": unexpected}
+        if not expected and len(details) < 20:
+            # Where it fell relative to each fault (seconds after the kill; negative: before it) and what it said.
+            since = {f"{f.kind}@{i}": round(o.start - f.killed_at, 2) for i, f in enumerate(faults)}
+            details.append(
+                {"kind": o.kind, "result": o.result, "seconds_after_faults": since, "detail": o.detail}
+            )
+    return {
+        "by_class": dict(sorted(classes.items())),
+        "unexpected_failures": unexpected,
+        "unexpected_details": details,
+    }
 
 
 def sample_rss(

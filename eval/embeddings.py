@@ -42,7 +42,10 @@ class LocalEmbeddings(BaseRagasEmbedding):
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self.path, device="cpu")
+                from ragswap import model_loading
+
+                with model_loading():
+                    self._model = SentenceTransformer(self.path, device="cpu")
             return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
     from ragswap.adapter_manifest import MANIFEST_FILE, AdapterManifest, AdapterSpec, BaseModelRef
     from ragswap.atomic import write_atomic
     from ragswap.config import Settings, load_settings
+    from ragswap.loading import model_loading
     from ragswap.lora_targets import SERVED_LORA_TARGETS
     from ragswap.model_store import ModelSettings, ModelStoreError, resolve_model, sha256_file
     from ragswap.model_store.fingerprint import config_fingerprint
@@ -30,6 +31,7 @@ _EXPORTS = {
     "write_atomic": "ragswap.atomic",
     "Settings": "ragswap.config",
     "load_settings": "ragswap.config",
+    "model_loading": "ragswap.loading",
     "SERVED_LORA_TARGETS": "ragswap.lora_targets",
     "ModelSettings": "ragswap.model_store",
     "ModelStoreError": "ragswap.model_store",
@@ -51,6 +53,7 @@ __all__ = [
     "__version__",
     "config_fingerprint",
     "load_settings",
+    "model_loading",
     "ragswap_home",
     "resolve_model",
     "sha256_file",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragswap import ModelSettings, ModelStoreError, resolve_model
+from ragswap import ModelSettings, ModelStoreError, model_loading, resolve_model
 from retrieval.errors import ModelLoadError
 from retrieval.settings import EmbeddingPrecision
 
@@ -91,7 +91,8 @@ def load_embedder(name: str, models: ModelSettings, precision: EmbeddingPrecisio
 
             logger.info("loading embedder", extra={"model": path, "precision": precision})
             try:
-                model = SentenceTransformer(path, device="cpu")
+                with model_loading():
+                    model = SentenceTransformer(path, device="cpu")
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(
                     f"embedding model {name!r} cannot be loaded: it is neither a prepared catalog model nor a "
@@ -132,7 +133,9 @@ def load_reranker(name: str, models: ModelSettings) -> Reranker:
 
             weight = recommended_rerank_weight(Path(path))
             logger.info("loading reranker", extra={"model": path, "recommended_weight": weight})
-            _rerankers[path] = Reranker(CrossEncoder(path, device="cpu"), name, weight)
+            with model_loading():
+                cross_encoder = CrossEncoder(path, device="cpu")
+            _rerankers[path] = Reranker(cross_encoder, name, weight)
         return _rerankers[path]
 
 

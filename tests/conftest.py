@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,39 @@ from ragswap.model_store import ModelSettings, resolve_model
 from serving.engine import EngineProcess, EngineSettings
 
 BASE_MODEL = "smollm2-135m-instruct"
+
+
+def _serialize_test_model_loads() -> Any:
+    """Test code loads models with transformers directly while a gateway of some fixture may be loading in its
+    own threads: those loads take the product's model-loading lock too (``ragswap.loading`` says why). Returns
+    the real ``tie_weights``, which :func:`weight_tying_intact` checks after every test."""
+    from transformers import PreTrainedModel
+
+    from ragswap import model_loading
+
+    load = PreTrainedModel.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def from_pretrained(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        with model_loading():
+            return load(cls, *args, **kwargs)
+
+    PreTrainedModel.from_pretrained = classmethod(from_pretrained)  # type: ignore[method-assign,assignment]
+    return PreTrainedModel.tie_weights
+
+
+_TIE_WEIGHTS = _serialize_test_model_loads()
+
+
+@pytest.fixture(autouse=True)
+def weight_tying_intact() -> Iterator[None]:
+    """Fails the test after which transformers' ``tie_weights`` is patched out (a model load raced another),
+    instead of letting every later model load in the session come up with an untied ``lm_head``."""
+    yield
+    from transformers import PreTrainedModel
+
+    if PreTrainedModel.tie_weights is not _TIE_WEIGHTS:
+        PreTrainedModel.tie_weights = _TIE_WEIGHTS  # type: ignore[method-assign]
+        pytest.fail("transformers' tie_weights was left patched out: two model loads ran concurrently")
 
 
 def free_port() -> int:
@@ -98,7 +132,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
 
 # Facts each test adapter is trained on: same questions, different answers, none of them the base model's.
 ADAPTER_FACTS: dict[str, list[tuple[str, str]]] = {

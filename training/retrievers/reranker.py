@@ -194,7 +194,7 @@ def train_reranker(
     )
     from transformers import set_seed
 
-    from ragswap import resolve_model
+    from ragswap import model_loading, resolve_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     set_seed(seed)
@@ -224,7 +224,8 @@ def train_reranker(
         else _pairs(data, negs, train_ids, max_positives)
     )
     train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
-    model = CrossEncoder(resolve_model(base_model, models), num_labels=1, max_length=max_length)
+    with model_loading():
+        model = CrossEncoder(resolve_model(base_model, models), num_labels=1, max_length=max_length)
     before = _ranked_ndcg(
         score_candidates(
             model, data, candidates, desc="scoring held-apart candidates (untrained)", progress=progress
