@@ -1,5 +1,9 @@
-"""The neural models retrieval uses, loaded once per process: a sentence-transformers embedder and an optional
-CrossEncoder reranker. Both resolve catalog names through the offline model store (no hub downloads)."""
+"""The neural models retrieval uses: a sentence-transformers embedder and an optional CrossEncoder reranker.
+
+Both resolve catalog names through the offline model store (no hub downloads). :func:`load_embedder` and
+:func:`load_reranker` load a fresh copy; a :class:`ModelCache`, owned by the service that uses it, loads each once
+and shares it among that service's collections.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 RETRIEVER_MANIFEST = "ragswap-retriever.json"
 """Written next to the weights by ``training.train_reranker`` / ``train_embedder``."""
-_lock = threading.Lock()
-_embedders: dict[tuple[str, EmbeddingPrecision], Embedder] = {}
-_rerankers: dict[str, Reranker] = {}
 
 
 class Embedder:
@@ -74,8 +75,33 @@ class Reranker:
         return np.asarray(scores, dtype=np.float32).reshape(len(passages))
 
 
+class ModelCache:
+    """The embedders and rerankers of one :class:`~retrieval.RetrievalService`, each loaded on first use and then
+    shared by every collection of that service that names it. Thread-safe; a load holds the cache's lock."""
+
+    def __init__(self, models: ModelSettings) -> None:
+        self.models = models
+        self._lock = threading.Lock()
+        self._embedders: dict[tuple[str, EmbeddingPrecision], Embedder] = {}
+        self._rerankers: dict[str, Reranker] = {}
+
+    def embedder(self, name: str, precision: EmbeddingPrecision = "float32") -> Embedder:
+        """:func:`load_embedder`, once per name and precision."""
+        with self._lock:
+            if (name, precision) not in self._embedders:
+                self._embedders[name, precision] = load_embedder(name, self.models, precision)
+            return self._embedders[name, precision]
+
+    def reranker(self, name: str) -> Reranker:
+        """:func:`load_reranker`, once per name."""
+        with self._lock:
+            if name not in self._rerankers:
+                self._rerankers[name] = load_reranker(name, self.models)
+            return self._rerankers[name]
+
+
 def load_embedder(name: str, models: ModelSettings, precision: EmbeddingPrecision = "float32") -> Embedder:
-    """The embedder for a catalog name or directory at a precision, shared by every collection that uses it.
+    """The embedder for a catalog name or directory at a precision (a new copy each call: see :class:`ModelCache`).
 
     Raises:
         ModelLoadError: ``name`` is neither a prepared catalog model nor a directory sentence-transformers loads
@@ -85,24 +111,21 @@ def load_embedder(name: str, models: ModelSettings, precision: EmbeddingPrecisio
         path = resolve_model(name, models)
     except ModelStoreError as exc:
         raise ModelLoadError(str(exc), param="embedding_model") from exc
-    with _lock:
-        if (path, precision) not in _embedders:
-            from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer
 
-            logger.info("loading embedder", extra={"model": path, "precision": precision})
-            try:
-                with model_loading():
-                    model = SentenceTransformer(path, device="cpu")
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    f"embedding model {name!r} cannot be loaded: it is neither a prepared catalog model nor a "
-                    "local sentence-transformers directory",
-                    param="embedding_model",
-                ) from exc
-            if precision == "int8":
-                quantize_int8(model)
-            _embedders[path, precision] = Embedder(model, name, precision)
-        return _embedders[path, precision]
+    logger.info("loading embedder", extra={"model": path, "precision": precision})
+    try:
+        with model_loading():
+            model = SentenceTransformer(path, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"embedding model {name!r} cannot be loaded: it is neither a prepared catalog model nor a "
+            "local sentence-transformers directory",
+            param="embedding_model",
+        ) from exc
+    if precision == "int8":
+        quantize_int8(model)
+    return Embedder(model, name, precision)
 
 
 def quantize_int8(model: SentenceTransformer) -> None:
@@ -125,18 +148,15 @@ def quantize_int8(model: SentenceTransformer) -> None:
 
 
 def load_reranker(name: str, models: ModelSettings) -> Reranker:
-    """A trained CrossEncoder directory (``training.train_reranker`` writes one)."""
-    path = resolve_model(name, models)
-    with _lock:
-        if path not in _rerankers:
-            from sentence_transformers import CrossEncoder
+    """A trained CrossEncoder directory (``training.train_reranker`` writes one); a new copy each call."""
+    from sentence_transformers import CrossEncoder
 
-            weight = recommended_rerank_weight(Path(path))
-            logger.info("loading reranker", extra={"model": path, "recommended_weight": weight})
-            with model_loading():
-                cross_encoder = CrossEncoder(path, device="cpu")
-            _rerankers[path] = Reranker(cross_encoder, name, weight)
-        return _rerankers[path]
+    path = resolve_model(name, models)
+    weight = recommended_rerank_weight(Path(path))
+    logger.info("loading reranker", extra={"model": path, "recommended_weight": weight})
+    with model_loading():
+        cross_encoder = CrossEncoder(path, device="cpu")
+    return Reranker(cross_encoder, name, weight)
 
 
 def recommended_rerank_weight(folder: Path) -> float:

@@ -22,7 +22,7 @@ from ragswap import ModelSettings
 from retrieval import fusion
 from retrieval.chunking import Chunker, TokenMeter
 from retrieval.errors import InvalidDocumentError, InvalidSearchError
-from retrieval.models import Embedder, Reranker, load_embedder, load_reranker
+from retrieval.models import Embedder, ModelCache, Reranker
 from retrieval.search import ResolvedQuery, SearchQuery
 from retrieval.settings import (
     Bm25Settings,
@@ -73,6 +73,7 @@ class RetrievalService:
     ) -> None:
         self.settings = settings
         self.models = models
+        self.model_cache = ModelCache(models)
         self.store = store or open_store(settings, state_dir)
         self._write_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -88,13 +89,13 @@ class RetrievalService:
 
     # -- models ------------------------------------------------------------------------------------------
     def embedder(self, spec: CollectionSpec) -> Embedder:
-        return load_embedder(spec.embedding_model, self.models, spec.embedding_precision)
+        return self.model_cache.embedder(spec.embedding_model, spec.embedding_precision)
 
     @property
     def reranker(self) -> Reranker | None:
         if not self.settings.reranker:
             return None
-        return load_reranker(self.settings.reranker, self.models)
+        return self.model_cache.reranker(self.settings.reranker)
 
     def chunker(self, spec: CollectionSpec) -> Chunker:
         embedder = self.embedder(spec)
@@ -128,7 +129,7 @@ class RetrievalService:
         check_name(name)
         model = embedding_model or self.settings.embedding_model or self.models.embedding_model
         precision = embedding_precision or self.settings.embedding_precision
-        embedder = load_embedder(model, self.models, precision)
+        embedder = self.model_cache.embedder(model, precision)
         spec = CollectionSpec(
             name=name,
             embedding_model=model,
