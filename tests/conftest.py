@@ -54,9 +54,12 @@ def weight_tying_intact() -> Iterator[None]:
     yield
     from transformers import PreTrainedModel
 
-    if PreTrainedModel.tie_weights is not _TIE_WEIGHTS:
-        PreTrainedModel.tie_weights = _TIE_WEIGHTS  # type: ignore[method-assign]
-        pytest.fail("transformers' tie_weights was left patched out: two model loads ran concurrently")
+    from ragswap import model_loading
+
+    with model_loading():  # a load still running in some thread patches it legitimately: wait for it
+        if PreTrainedModel.tie_weights is not _TIE_WEIGHTS:
+            PreTrainedModel.tie_weights = _TIE_WEIGHTS  # type: ignore[method-assign]
+            pytest.fail("transformers' tie_weights was left patched out: two model loads ran concurrently")
 
 
 def free_port() -> int:
