@@ -28,7 +28,9 @@ from serving.engine import EngineSettings
 from tests.conftest import BASE_MODEL, free_port, running_engine
 from tests.eval.long_passage_rows import ROWS, long_sample
 
-pytestmark = pytest.mark.engine
+# The module's fixture scores 20 long rows twice (2048 and 8192 windows) with the real 135M judge: ~10 min on an
+# idle 2-core machine, over the suite's 1,200 s per-test hang guard on a slower one (seen: a timeout in setup).
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(3600)]
 
 MAX_TOKENS = 512
 """The judge's default output limit (``eval.judge_max_tokens``)."""
