@@ -80,8 +80,8 @@ def _load_model(config: TrainConfig, model_path: str) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": _dtype(config)}
-    if config.adapter == "qlora":
-        from peft import prepare_model_for_kbit_training
+    qlora = config.adapter == "qlora"
+    if qlora:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -92,11 +92,13 @@ def _load_model(config: TrainConfig, model_path: str) -> PreTrainedModel:
         )
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": 0}
-        with model_loading():
-            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-        return prepare_model_for_kbit_training(model)
     with model_loading():
-        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(model)
+    return model
 
 
 def lora_config(config: TrainConfig, model_type: str) -> LoraConfig:
