@@ -56,21 +56,25 @@ class EngineProxy:
         # The response already started with 200: the middleware cannot see this failure.
         self.metrics.errors.labels(endpoint, target.label, str(exc.status_code)).inc()
 
-    async def _transport_error(self, replica: Replica, exc: Exception) -> GatewayError:
-        """What a broken exchange with a replica means for the client: 503 when the replica just died (retry
-        shortly, another replica or its restart will answer), else 502."""
-        if await self.pool.died(replica):
-            self.pool.mark_down(replica, "engine process exited")
+    async def _transport_error(self, replica: Replica, since: int, exc: Exception) -> GatewayError:
+        """What a broken exchange with a replica means for the client: 503 when the replica went down since the
+        exchange began (``since``: its ``downs`` count then; retry shortly, another replica or its restart will
+        answer), else 502."""
+        if await self.pool.died(replica, since):
+            if replica.downs == since:
+                self.pool.mark_down(replica, "engine process exited")
             return self.pool.unavailable(f"replica {replica.index} exited while answering")
         return EngineError(f"replica {replica.index} failed: {exc!r}", code="engine_error")
 
     async def _send(
         self, stack: AsyncExitStack, path: str, target: Target, body: dict[str, Any], *, stream: bool
-    ) -> tuple[Replica, httpx.Response]:
+    ) -> tuple[Replica, httpx.Response, int]:
         """Send to a ready replica. One that refuses the connection is down (it died, or an external replica
-        went away): it is marked so at once and the next ready replica is tried; none left → 503."""
+        went away): it is marked so at once and the next ready replica is tried; none left → 503. Returns the
+        replica, its response and its ``downs`` count when the exchange began (see :meth:`_transport_error`)."""
         while True:
             replica = self.pool.choose(target.engine_model)
+            since = replica.downs
             body["model"] = self._engine_model(target, replica)
             attempt = AsyncExitStack()
             await attempt.enter_async_context(self.pool.lease(replica, target.engine_model))
@@ -83,14 +87,14 @@ class EngineProxy:
                 continue
             except httpx.HTTPError as exc:
                 await attempt.aclose()
-                raise await self._transport_error(replica, exc) from exc
+                raise await self._transport_error(replica, since, exc) from exc
             except BaseException:
                 await attempt.aclose()
                 raise
             stack.push_async_callback(attempt.aclose)
             if stream:
                 stack.push_async_callback(resp.aclose)
-            return replica, resp
+            return replica, resp, since
 
     async def complete(
         self, endpoint: str, path: str, target: Target, body: dict[str, Any]
@@ -101,7 +105,7 @@ class EngineProxy:
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self.registry.use(target))
-                _, resp = await self._send(stack, path, target, body, stream=False)
+                _, resp, _ = await self._send(stack, path, target, body, stream=False)
             if resp.status_code != 200:
                 raise engine_error(resp.status_code, resp.content, "engine")
             data: dict[str, Any] = resp.json()
@@ -135,7 +139,7 @@ class EngineProxy:
         stack = AsyncExitStack()
         try:
             await stack.enter_async_context(self.registry.use(target))
-            replica, resp = await self._send(stack, path, target, body, stream=True)
+            replica, resp, since = await self._send(stack, path, target, body, stream=True)
             if resp.status_code != 200:
                 raise engine_error(resp.status_code, await resp.aread(), "engine")
         except BaseException as exc:
@@ -144,13 +148,16 @@ class EngineProxy:
                 self._fail(endpoint, target, exc)
             raise
         rewriter = ChunkRewriter(body["model"], target.response_model)
-        return self._relay(endpoint, target, replica, resp, stack, start, client_usage, tail or [], rewriter)
+        return self._relay(
+            endpoint, target, replica, since, resp, stack, start, client_usage, tail or [], rewriter
+        )
 
     async def _relay(
         self,
         endpoint: str,
         target: Target,
         replica: Replica,
+        since: int,
         resp: httpx.Response,
         stack: AsyncExitStack,
         start: float,
@@ -205,8 +212,8 @@ class EngineProxy:
             self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
         except (httpx.HTTPError, ValueError) as exc:
             failure: GatewayError
-            if isinstance(exc, httpx.HTTPError) and await self.pool.died(replica):
-                failure = await self._transport_error(replica, exc)
+            if isinstance(exc, httpx.HTTPError) and await self.pool.died(replica, since):
+                failure = await self._transport_error(replica, since, exc)
             else:
                 failure = EngineError(f"engine stream failed: {exc}", code="engine_stream_error")
             self._fail_mid_stream(endpoint, target, failure)

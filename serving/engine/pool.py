@@ -186,15 +186,17 @@ class EnginePool:
             except OSError:
                 logger.exception("engine restart failed", extra={"replica": replica.index})
 
-    async def died(self, replica: Replica, within_s: float = 0.5) -> bool:
-        """Whether the replica's engine process exited, waiting up to ``within_s`` for it: a killed process closes
-        its sockets a moment before the kernel reports its exit, so a dropped connection can come first."""
+    async def died(self, replica: Replica, since: int, within_s: float = 0.5) -> bool:
+        """Whether the replica went down after its ``downs`` count was ``since`` (taken when the exchange began), or
+        its engine process exits within ``within_s``: a killed process closes its sockets a moment before the kernel
+        reports its exit, so a dropped connection can come first. The count matters because the supervisor may
+        already have restarted the process, which then runs again although the one that answered is gone."""
         proc = replica.process
-        if proc is None:
-            return False
         deadline = time.monotonic() + within_s
-        while proc.running():
-            if time.monotonic() >= deadline:
+        while replica.downs == since:
+            if proc is not None and not proc.running():
+                return True
+            if proc is None or time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.01)
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -92,7 +93,26 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
             "--max-cpu-loras",
             str(settings.max_cpu_loras),
         ]
-    return [*cmd, *settings.parallel.vllm_args(), *compilation_args(settings), *settings.extra_args]
+    return [
+        *cmd,
+        *settings.parallel.vllm_args(),
+        *compilation_args(settings),
+        *structured_output_args(settings),
+        *settings.extra_args,
+    ]
+
+
+_COMPACT_JSON = json.dumps({"backend": "guidance", "disable_any_whitespace": True})
+
+
+def structured_output_args(settings: EngineSettings) -> list[str]:
+    """vLLM flags for ``engine.compact_json``; none when ``extra_args`` configures structured outputs itself."""
+    # vLLM also takes the config's fields one by one (``--structured-outputs-config.backend=...``).
+    if not settings.compact_json or any(
+        arg.startswith("--structured-outputs-config") for arg in settings.extra_args
+    ):
+        return []
+    return ["--structured-outputs-config", _COMPACT_JSON]
 
 
 _COMPILATION_FLAGS = ("--compilation-config", "-cc", "-O", "--optimization-level")

@@ -135,6 +135,15 @@ class EngineSettings(BaseModel):
     """How the engine runs the model. ``inductor``: vLLM's CPU compilation (dynamo traces the model once, inductor
     generates C++ with gcc; cached under ``~/.cache/vllm`` and ``/tmp/torchinductor_$USER``), kept with LoRA by
     ragswap's plugin. ``eager``: no compilation (faster start, slower steps)."""
+    compact_json: bool = True
+    """Structured outputs (``response_format`` ``json_object``/``json_schema``, ``structured_outputs.json``) come
+    with no whitespace between JSON tokens: fewer tokens to generate, and a small model can no longer spend its
+    ``max_tokens`` pretty-printing (seen with the 135M judge: 2 of 34 judged scores cut off at 512 tokens). vLLM
+    offers this only engine-wide and only on its ``guidance``/``xgrammar`` backends, so on means
+    ``--structured-outputs-config {"backend": "guidance", "disable_any_whitespace": true}``: llguidance, the backend
+    vLLM's ``auto`` falls back to for schemas xgrammar cannot compile. The cost: the rare schema llguidance rejects
+    (vLLM's ``auto`` would try outlines next) gets a 400 naming the unsupported feature. Off: vLLM's ``auto``
+    choice, whitespace as the model likes. A ``--structured-outputs-config`` in ``extra_args`` overrides this."""
     startup_timeout_s: float = Field(default=300.0, gt=0)
     parallel: ParallelSettings = Field(default_factory=ParallelSettings)
     """Tensor/pipeline parallelism of each replica (``engine.parallel.*``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,13 @@ def test_engine_command_and_env_enable_runtime_lora() -> None:
     own = settings.model_copy(update={"compilation": "eager", "extra_args": ["-cc", '{"mode": 2}']})
     assert engine_command(own, "/m", "base", 9100).count("-cc") == 1  # the user's flag wins
     assert "--compilation-config" not in engine_command(own, "/m", "base", 9100)
+    # engine.compact_json, on by default
+    config = json.loads(cmd[cmd.index("--structured-outputs-config") + 1])
+    assert config == {"backend": "guidance", "disable_any_whitespace": True}
+    loose = settings.model_copy(update={"compact_json": False})
+    assert "--structured-outputs-config" not in engine_command(loose, "/m", "base", 9100)
+    mine = settings.model_copy(update={"extra_args": ["--structured-outputs-config.backend=xgrammar"]})
+    assert "--structured-outputs-config" not in engine_command(mine, "/m", "base", 9100)  # the user's wins
     env = engine_env(settings)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"

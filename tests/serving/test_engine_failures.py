@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -222,6 +222,14 @@ def test_client_disconnect_cancels_the_engine_request(tmp_path: Path) -> None:
         engine.stop()
 
 
+def _outcome(call: Callable[[], object], into: dict[str, BaseException | None]) -> None:
+    try:
+        call()
+        into["error"] = None
+    except BaseException as exc:  # handed to the test thread
+        into["error"] = exc
+
+
 @pytest.mark.engine
 def test_engine_sigkill_leaves_no_orphans_and_recovers(
     engine_settings: EngineSettings, lora_adapters, adapter_root: Path, tmp_path: Path
@@ -230,7 +238,7 @@ def test_engine_sigkill_leaves_no_orphans_and_recovers(
 
     Was: its ``EngineCore``/``Worker`` children kept running under PID 1 while a new engine started beside them,
     and requests got 502s until the next probe. Now: every child is gone within seconds, /ready and requests say
-    503 within 0.5 s, and the restarted engine serves the registered adapter again.
+    503 within 0.5 s (those in flight too), and the restarted engine serves the registered adapter again.
     """
     import signal
 
@@ -280,11 +288,32 @@ def test_engine_sigkill_leaves_no_orphans_and_recovers(
         children = api_server.children(recursive=True)
         assert children, "vLLM runs its engine core in a child process"
 
+        # Requests in flight when it dies, one streaming (its first token already out), one not.
+        long = {"model": "kill-alpha", "messages": question, "temperature": 0, "max_tokens": 400}
+        stream = client.chat.completions.create(**long, stream=True)
+        chunks = iter(stream)
+        next(chunks)
+        pending: dict[str, BaseException | None] = {}
+        blocking = threading.Thread(
+            target=_outcome, args=(lambda: client.chat.completions.create(**long), pending)
+        )
+        blocking.start()
+        time.sleep(0.5)
+
         api_server.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         while httpx.get(f"{gw.url}/ready").status_code != 503:
             time.sleep(0.01)
         assert time.monotonic() - killed < 0.5
+        # Was: 502 engine_error when the supervisor had restarted the engine before the broken exchange was
+        # looked at (the new process runs, so "did it die?" said no). Both say 503: retry, it is coming back.
+        with pytest.raises(openai.APIError) as mid_stream:
+            for _ in chunks:
+                pass
+        assert "exited while answering" in mid_stream.value.message, mid_stream.value.message
+        blocking.join(60)
+        failed = pending["error"]
+        assert isinstance(failed, openai.APIStatusError) and failed.status_code == 503, failed
         with pytest.raises(openai.APIStatusError) as info:
             answer()
         assert info.value.status_code == 503

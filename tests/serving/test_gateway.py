@@ -84,8 +84,11 @@ def test_json_schema_response_format(client: OpenAI) -> None:
         max_tokens=40,
         response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}},
     )
-    data = json.loads(reply.choices[0].message.content or "")
+    content = reply.choices[0].message.content or ""
+    data = json.loads(content)
     assert set(data) == {"city", "country"}
+    # engine.compact_json (on by default): no whitespace between JSON tokens, only inside the strings.
+    assert content == json.dumps(data, separators=(",", ":"), ensure_ascii=False), content
 
 
 def test_seed_makes_sampling_reproducible(client: OpenAI) -> None:
