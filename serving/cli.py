@@ -208,6 +208,56 @@ def _dataset_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def promotion_body(
+    candidate: str,
+    dataset: Path,
+    require: list[str],
+    *,
+    collection: str | None = None,
+    steps: str = "100",
+    step_interval_s: float = 0.0,
+    soak: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/aliases/{alias}/promotions`` from command-line values (``steps`` as ``10,50,100``)."""
+    try:
+        weights = [int(s) for s in steps.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("--steps takes comma-separated integers, e.g. 10,50,100") from exc
+    body: dict[str, Any] = {
+        "candidate": candidate,
+        "dataset": _dataset_rows(dataset),
+        "dataset_name": dataset.name,
+        "collection": collection,
+        "require": require,
+        "steps": weights,
+        "step_interval_s": step_interval_s,
+        "reason": reason,
+    }
+    if soak is not None:
+        body["soak"] = soak
+    return body
+
+
+def run_promotion(
+    alias: str, body: dict[str, Any], *, url: str | None, key: str | None, wait: bool = True
+) -> dict[str, Any]:
+    """Start a promotion on the gateway; with ``wait``, poll until it is decided and print the decision (the gate's
+    table and each soak's verdict). Returns the promotion as last seen. Exits 1 on an error answer."""
+    import time
+
+    with _client(url, key) as http:
+        promotion: dict[str, Any] = _check(http.post(f"/v1/aliases/{alias}/promotions", json=body))
+        console.print(f"promotion {promotion['id']}: evaluating (job {promotion['evaluation_id']})")
+        if not wait:
+            return promotion
+        while promotion["status"] in ("evaluating", "promoting"):
+            time.sleep(1.0)
+            promotion = _check(http.get(f"/v1/aliases/{alias}/promotions/{promotion['id']}"))
+    _show_decision(promotion)
+    return promotion
+
+
 @adapters_app.command("promote")
 def adapters_promote(
     alias: Annotated[str, typer.Argument(help="Alias to promote onto.")],
@@ -216,7 +266,19 @@ def adapters_promote(
     require: Annotated[list[str], typer.Option(help="Gate requirement, e.g. 'rouge_l>base' (repeatable).")],
     collection: Annotated[str | None, typer.Option(help="Retrieval collection to ground answers.")] = None,
     steps: Annotated[str, typer.Option(help="Candidate weights per step, e.g. 10,50,100.")] = "100",
-    step_interval: Annotated[float, typer.Option(help="Seconds between steps.")] = 0.0,
+    step_interval: Annotated[
+        float, typer.Option(help="Seconds of soak between steps (watched; a regression reverts the alias).")
+    ] = 0.0,
+    soak_max_error_rate_delta: Annotated[
+        float, typer.Option(help="Soak: largest excess of the candidate's 5xx rate over the baseline's.")
+    ] = 0.05,
+    soak_max_latency_ratio: Annotated[
+        float | None,
+        typer.Option(help="Soak: largest candidate/baseline mean latency ratio (unset: not watched)."),
+    ] = 2.0,
+    soak_min_requests: Annotated[
+        int, typer.Option(help="Soak: candidate requests in a step before it is judged.")
+    ] = 20,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the decision and show it.")] = True,
     url: UrlOpt = None,
@@ -224,32 +286,23 @@ def adapters_promote(
 ) -> None:
     """Evaluate CANDIDATE against ALIAS's current target on the same samples; move the alias only if the gate
     passes. Exits 1 when the gate rejects it."""
-    import time
-
-    try:
-        weights = [int(s) for s in steps.split(",")]
-    except ValueError as exc:
-        raise typer.BadParameter("--steps takes comma-separated integers, e.g. 10,50,100") from exc
-    body = {
-        "candidate": candidate,
-        "dataset": _dataset_rows(dataset),
-        "dataset_name": dataset.name,
-        "collection": collection,
-        "require": require,
-        "steps": weights,
-        "step_interval_s": step_interval,
-        "reason": reason,
+    soak = {
+        "max_error_rate_delta": soak_max_error_rate_delta,
+        "max_latency_ratio": soak_max_latency_ratio,
+        "min_requests": soak_min_requests,
     }
-    with _client(url, key) as http:
-        promotion = _check(http.post(f"/v1/aliases/{alias}/promotions", json=body))
-        console.print(f"promotion {promotion['id']}: evaluating (job {promotion['evaluation_id']})")
-        if not wait:
-            return
-        while promotion["status"] in ("evaluating", "promoting"):
-            time.sleep(1.0)
-            promotion = _check(http.get(f"/v1/aliases/{alias}/promotions/{promotion['id']}"))
-    _show_decision(promotion)
-    if promotion["status"] != "promoted":
+    body = promotion_body(
+        candidate,
+        dataset,
+        require,
+        collection=collection,
+        steps=steps,
+        step_interval_s=step_interval,
+        soak=soak,
+        reason=reason,
+    )
+    promotion = run_promotion(alias, body, url=url, key=key, wait=wait)
+    if wait and promotion["status"] != "promoted":
         raise typer.Exit(1)
 
 
@@ -277,6 +330,13 @@ def _show_decision(promotion: dict[str, Any]) -> None:
             "pass" if check["passed"] else "FAIL: " + "; ".join(check.get("reasons", [])),
         )
     console.print(table)
+    for soak in promotion.get("soaks") or []:
+        cand, base = soak["candidate"], soak["baseline"]
+        console.print(
+            f"soak at {soak['step']} % ({soak['seconds']:.0f} s): {soak['verdict']}; candidate "
+            f"{cand['server_errors']}/{cand['requests']} 5xx, baseline {base['server_errors']}/{base['requests']} 5xx"
+            + "".join(f"\n  {reason}" for reason in soak["reasons"])
+        )
     colour = "green" if promotion["status"] == "promoted" else "red"
     detail = f" ({promotion['error']})" if promotion.get("error") else ""
     console.print(f"[{colour}]{promotion['status']}[/{colour}]{detail}")

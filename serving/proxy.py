@@ -48,13 +48,25 @@ class EngineProxy:
         if target.alias is not None:
             self.metrics.alias_requests.labels(target.alias, target.canonical).inc()
 
+    def _count_alias_error(self, target: Target, exc: GatewayError) -> None:
+        if target.alias is not None:
+            self.metrics.alias_errors.labels(target.alias, target.canonical, str(exc.status_code)).inc()
+
+    def _observe_latency(self, endpoint: str, target: Target, start: float) -> None:
+        seconds = time.perf_counter() - start
+        self.metrics.latency.labels(endpoint, target.label).observe(seconds)
+        if target.alias is not None:
+            self.metrics.alias_latency.labels(target.alias, target.canonical).observe(seconds)
+
     def _fail(self, endpoint: str, target: Target, exc: GatewayError) -> None:
         # Counted once, by the middleware, when the error response goes out; these are its labels.
         exc.metric_labels = (endpoint, target.label)
+        self._count_alias_error(target, exc)
 
     def _fail_mid_stream(self, endpoint: str, target: Target, exc: GatewayError) -> None:
         # The response already started with 200: the middleware cannot see this failure.
         self.metrics.errors.labels(endpoint, target.label, str(exc.status_code)).inc()
+        self._count_alias_error(target, exc)
 
     async def _transport_error(self, replica: Replica, since: int, exc: Exception) -> GatewayError:
         """What a broken exchange with a replica means for the client: 503 when the replica went down since the
@@ -112,7 +124,7 @@ class EngineProxy:
         except GatewayError as exc:
             self._fail(endpoint, target, exc)
             raise
-        self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
+        self._observe_latency(endpoint, target, start)
         self._count_usage(target, data.get("usage"))
         data["model"] = target.response_model
         return data
@@ -209,7 +221,7 @@ class EngineProxy:
                 if usage_chunk is not None:
                     yield sse(usage_chunk)
             yield "data: [DONE]\n\n"
-            self.metrics.latency.labels(endpoint, target.label).observe(time.perf_counter() - start)
+            self._observe_latency(endpoint, target, start)
         except (httpx.HTTPError, ValueError) as exc:
             failure: GatewayError
             if isinstance(exc, httpx.HTTPError) and await self.pool.died(replica, since):

@@ -59,15 +59,40 @@ def train_sft(
     adapter_root: Annotated[
         Path | None, typer.Option(help="Copy the adapter under this gateway adapter root before registering.")
     ] = None,
+    promote: Annotated[
+        str | None,
+        typer.Option(
+            help="Alias to promote the new version onto through the evaluation gate (needs --register, "
+            "--dataset, --require)."
+        ),
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Promotion: evaluation rows (JSONL).", exists=True, dir_okay=False)
+    ] = None,
+    require: Annotated[
+        list[str] | None, typer.Option(help="Promotion: gate requirement, e.g. 'rouge_l>base' (repeatable).")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="Promotion: collection to ground answers.")] = None,
+    steps: Annotated[
+        str, typer.Option(help="Promotion: candidate weights per step, e.g. 10,50,100.")
+    ] = "100",
+    step_interval: Annotated[
+        float, typer.Option(help="Promotion: seconds of watched soak between steps.")
+    ] = 0.0,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
-    """Train a LoRA/DoRA/QLoRA adapter from a recipe (SFT, or DPO for `dpo` datasets)."""
+    """Train a LoRA/DoRA/QLoRA adapter from a recipe (SFT, or DPO for `dpo` datasets); optionally register it on
+    a gateway and promote it onto an alias only if it passes the evaluation gate (exit 1 when it does not)."""
     from ragswap import load_settings
     from training.config import RecipeError, load_config
     from training.register import RegisterError, register_adapter
     from training.trainer import HardwareError, train
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if promote and not (register and dataset and require):
+        raise typer.BadParameter(
+            "--promote needs --register, --dataset and --require", param_hint="--promote"
+        )
     settings = load_settings()
     try:
         recipe = load_config(config, output_dir=output_dir, max_steps=max_steps, name=name)
@@ -96,6 +121,22 @@ def train_sft(
         except RegisterError as exc:
             raise _fail(exc) from exc
         console.print(f"registered as [bold]{data.get('model')}[/bold] on {register}")
+        if promote:
+            from serving import promotion_body, run_promotion
+
+            assert dataset is not None and require is not None  # checked above
+            body = promotion_body(
+                str(data["model"]),
+                dataset,
+                require,
+                collection=collection,
+                steps=steps,
+                step_interval_s=step_interval,
+                reason=f"ragswap train {config.name}",
+            )
+            promotion = run_promotion(promote, body, url=register, key=api_key)
+            if promotion["status"] != "promoted":
+                raise typer.Exit(1)
 
 
 def _retriever_options(

@@ -102,7 +102,7 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
     ]
 
 
-_COMPACT_JSON = json.dumps({"backend": "guidance", "disable_any_whitespace": True})
+_COMPACT_JSON = json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})
 
 
 def structured_output_args(settings: EngineSettings) -> list[str]:

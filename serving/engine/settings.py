@@ -140,10 +140,11 @@ class EngineSettings(BaseModel):
     with no whitespace between JSON tokens: fewer tokens to generate, and a small model can no longer spend its
     ``max_tokens`` pretty-printing (seen with the 135M judge: 2 of 34 judged scores cut off at 512 tokens). vLLM
     offers this only engine-wide and only on its ``guidance``/``xgrammar`` backends, so on means
-    ``--structured-outputs-config {"backend": "guidance", "disable_any_whitespace": true}``: llguidance, the backend
-    vLLM's ``auto`` falls back to for schemas xgrammar cannot compile. The cost: the rare schema llguidance rejects
-    (vLLM's ``auto`` would try outlines next) gets a 400 naming the unsupported feature. Off: vLLM's ``auto``
-    choice, whitespace as the model likes. A ``--structured-outputs-config`` in ``extra_args`` overrides this."""
+    ``--structured-outputs-config {"backend": "xgrammar", "disable_any_whitespace": true}``: xgrammar, the backend
+    vLLM's ``auto`` picks first. The cost: a schema xgrammar cannot compile gets a 400 naming the unsupported
+    feature where ``auto`` would fall back to guidance (the judge's schemas, bounded strings and arrays, are
+    xgrammar's under ``auto`` too, so only the whitespace changes for them). Off: vLLM's ``auto`` choice,
+    whitespace as the model likes. A ``--structured-outputs-config`` in ``extra_args`` overrides this."""
     startup_timeout_s: float = Field(default=300.0, gt=0)
     parallel: ParallelSettings = Field(default_factory=ParallelSettings)
     """Tensor/pipeline parallelism of each replica (``engine.parallel.*``)."""

@@ -8,7 +8,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serving.evaluations.protocol import EvaluationCreate, JudgeOptions, MetricName
 
-PromotionStatus = Literal["evaluating", "promoting", "promoted", "rejected", "failed"]
+PromotionStatus = Literal["evaluating", "promoting", "promoted", "rejected", "reverted", "failed"]
+
+
+class SoakWatch(BaseModel):
+    """What a soak (``step_interval_s`` > 0) watches while the candidate serves its share of the alias's traffic
+    before the next step, against the version it replaces, over the same window: a regression moves the alias back
+    to the baseline at once (``reverted``). Only 5xx count as errors (a client's 4xx is not the version's fault)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate_delta: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Largest allowed excess of the candidate's 5xx share over the baseline's (0.05: five points)."""
+    max_latency_ratio: float | None = Field(default=2.0, gt=1.0)
+    """Largest allowed candidate/baseline ratio of mean latency of answered requests; none: latency not watched."""
+    min_requests: int = Field(default=20, ge=1)
+    """Requests of the candidate (and, for latency, answered ones of both) in the window before a verdict; a step
+    whose window saw fewer goes on, with the counts recorded (quiet traffic cannot show a regression)."""
 
 
 class PromotionCreate(BaseModel):
@@ -35,7 +51,8 @@ class PromotionCreate(BaseModel):
     steps: list[int] = Field(default_factory=lambda: [100], min_length=1, max_length=20)
     """The candidate's weight after each step, increasing, ending at 100 (e.g. ``[10, 50, 100]``)."""
     step_interval_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    """Wait between steps (a soak; the error-rate watch during it is not built yet)."""
+    """Wait between steps: a soak, watched as ``soak`` says, before the candidate's weight grows again."""
+    soak: SoakWatch = Field(default_factory=SoakWatch)
     reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("steps")
@@ -79,6 +96,9 @@ class PromotionPublic(BaseModel):
     finished_at: str | None = None
     decision: dict[str, Any] | None = None
     """The gate's result: passed, each requirement's observed delta with its 95 % CI, p, n, failures, judge."""
+    soaks: list[dict[str, Any]] = Field(default_factory=list)
+    """One verdict per soaked step: the weight, each version's requests, 5xx and mean latency in the window,
+    ``passed``/``regressed``/``insufficient_traffic`` and, when regressed, why."""
     error: str | None = None
 
 

@@ -54,7 +54,7 @@ async def get_promotion(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    service = PromotionService(app.state.registry, app.state.evaluations)
+    service = PromotionService(app.state.registry, app.state.evaluations, app.state.metrics)
     app.state.promotions = service
     try:
         yield

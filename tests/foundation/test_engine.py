@@ -49,7 +49,7 @@ def test_engine_command_and_env_enable_runtime_lora() -> None:
     assert "--compilation-config" not in engine_command(own, "/m", "base", 9100)
     # engine.compact_json, on by default
     config = json.loads(cmd[cmd.index("--structured-outputs-config") + 1])
-    assert config == {"backend": "guidance", "disable_any_whitespace": True}
+    assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
     loose = settings.model_copy(update={"compact_json": False})
     assert "--structured-outputs-config" not in engine_command(loose, "/m", "base", 9100)
     mine = settings.model_copy(update={"extra_args": ["--structured-outputs-config.backend=xgrammar"]})

@@ -1,7 +1,7 @@
 """A stand-in for a vLLM OpenAI server, for tests of the gateway's own behaviour (not of vLLM's).
 
 It speaks the few endpoints the gateway uses (``/v1/models``, LoRA load/unload, chat and text completions as JSON
-or as a stream with a usage chunk), records every inference body it receives, can answer slowly, notices when its
+or as a stream with a usage chunk), records every inference body it receives, can answer slowly or fail for chosen models, notices when its
 client goes away (like vLLM's ``with_cancellation``), and can be stopped and started again on the same port (an
 engine that dies and comes back). Tests that need real generations use the session's real vLLM engine instead.
 """
@@ -32,6 +32,8 @@ class StandInEngine:
         self.bodies: list[dict[str, Any]] = []
         self.loras: set[str] = set()
         self.delay_s = 0.0
+        self.failing: set[str] = set()
+        """Models (base or LoRA names) answered with a 500, as an engine failing for one adapter would."""
         self.disconnects = 0
         """Non-stream requests whose client (the gateway) went away before the answer."""
         self._server: uvicorn.Server | None = None
@@ -62,6 +64,10 @@ class StandInEngine:
 
         async def answer(body: dict[str, Any], request: Request, kind: str) -> Any:
             self.bodies.append(body)
+            if body.get("model") in self.failing:
+                return JSONResponse(
+                    status_code=500, content={"error": {"message": "stand-in failure", "code": 500}}
+                )
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
             if body.get("stream"):
                 return StreamingResponse(self._events(body, kind, usage), media_type="text/event-stream")
@@ -69,7 +75,7 @@ class StandInEngine:
                 self.disconnects += 1
                 return JSONResponse({})
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-            if kind == "chat":
+            if kind == "chat.completion":
                 choice["message"] = {"role": "assistant", "content": "Hello there"}
             else:
                 choice["text"] = "Hello there"

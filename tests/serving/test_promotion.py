@@ -1,7 +1,7 @@
 """Evaluation-gated promotion end to end, with real trained adapters on the session's vLLM engine: a candidate
 trained on the facts the dataset asks about passes the gate and takes the alias stepwise; one trained on
 contradicting facts is rejected with the deltas that failed, and the alias stays as it was. Both decisions are in
-the alias's history with their inputs."""
+the alias's history with their inputs. ``ragswap train --promote`` trains, registers and promotes in one command."""
 
 from __future__ import annotations
 
@@ -122,3 +122,45 @@ def test_cli_promote(gateway, admin: httpx.Client, versions: None, tmp_path: Pat
     assert result.output.rstrip().endswith("rejected"), result.output
     latest = admin.get(f"/v1/aliases/{ALIAS}/history").json()["data"][0]
     assert latest["kind"] == "alias.promotion_rejected" and latest["old"] == [{"target": NEW, "weight": 100}]
+
+
+def test_train_registers_and_promotes_in_one_command(
+    gateway, admin: httpx.Client, versions: None, tmp_path: Path
+) -> None:
+    """``ragswap train RECIPE --register URL --promote ALIAS --dataset D --require R``: the new version is trained,
+    registered and moved onto the alias through the gate (a requirement any candidate meets: the gate's verdicts
+    are tested above, this is the one-command path)."""
+    import yaml
+
+    from ragswap.cli import app
+
+    assert admin.put(f"/v1/aliases/{ALIAS}", json={"target": OLD}).status_code == 200
+    dataset = tmp_path / "facts.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(
+        "".join(json.dumps({"instruction": r["question"], "output": r["reference"]}) + "\n" for r in ROWS)
+    )
+    recipes = Path(__file__).resolve().parents[2] / "training" / "recipes"
+    recipe = yaml.safe_load((recipes / "company_facts.yaml").read_text())
+    recipe.update(
+        datasets=[{"path": str(sft), "type": "alpaca"}], output_dir=str(tmp_path / "out"), max_steps=2
+    )
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["train", str(tmp_path / "recipe.yaml"), "--promote", ALIAS])
+    assert refused.exit_code == 2 and not (tmp_path / "out").exists(), (
+        refused.output
+    )  # checked before training
+
+    args = ["train", str(tmp_path / "recipe.yaml"), "--register", gateway.url, "--name", NAME]
+    args += ["--api-key", gateway.admin_key, "--adapter-root", str(gateway.adapter_root), "--no-progress"]
+    args += ["--promote", ALIAS, "--dataset", str(dataset), "--require", "rouge_l>=base-1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"registered as {NAME}@3" in result.output and result.output.rstrip().endswith("promoted")
+    alias = {a["alias"]: a for a in admin.get("/v1/aliases").json()["data"]}[ALIAS]
+    assert alias["targets"] == [{"target": f"{NAME}@3", "weight": 100}]
+    latest = admin.get(f"/v1/aliases/{ALIAS}/history").json()["data"][0]
+    assert latest["kind"] == "alias.promoted" and latest["reason"] == "ragswap train recipe.yaml"
+    assert latest["details"]["promotion"]["passed"] is True
