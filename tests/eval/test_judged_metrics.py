@@ -116,9 +116,11 @@ def test_context_precision_and_recall_follow_the_judges_verdicts(scores: dict[st
     # One context: average precision is 1 if the judge said it was useful, else 0.
     assert precision.value == pytest.approx(float(_raw(precision)["verdict"]), abs=1e-6)
     attributed = [c["attributed"] for c in _raw(recall)["classifications"]]
+    assert set(attributed) <= {0, 1} and 1 <= len(attributed) <= 3
     assert recall.value == pytest.approx(sum(attributed) / len(attributed))
-    # The reference's statement sits verbatim in the context: the judge attributes at least one.
-    assert recall.value is not None and recall.value > 0
+    # Whether the judge attributes the reference's statement (it sits verbatim in the context) is not asserted:
+    # the 135M judge's verdict flipped from 1 to 0 between bf16 and float32 engines with compact JSON (stop 22),
+    # the near-random judging that `ragswap eval judge-check` exists to flag (see the faithfulness test above).
 
 
 def test_structured_output_kept_every_judge_call_valid(scores: dict[str, Any]) -> None:

@@ -289,7 +289,14 @@ def test_engine_sigkill_leaves_no_orphans_and_recovers(
         assert children, "vLLM runs its engine core in a child process"
 
         # Requests in flight when it dies, one streaming (its first token already out), one not.
-        long = {"model": "kill-alpha", "messages": question, "temperature": 0, "max_tokens": 400}
+        # ignore_eos (vLLM's): a fast engine must still be generating when the kill comes (the answer is short).
+        long = {
+            "model": "kill-alpha",
+            "messages": question,
+            "temperature": 0,
+            "max_tokens": 2000,
+            "extra_body": {"ignore_eos": True},
+        }
         stream = client.chat.completions.create(**long, stream=True)
         chunks = iter(stream)
         next(chunks)
