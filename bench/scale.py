@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._common import machine, percentile, write_results
-from bench.serving import BASE, make_adapters, start_engine
+from bench.serving import BASE, engine, make_adapters
 from ragswap.model_store import ModelSettings, resolve_model
 from serving.local import LocalProcess, LocalProcesses
 
@@ -365,20 +366,20 @@ def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"machine": meta, "config": vars(args)}
     adapters = make_adapters(base_path, adapter_root, 2, 8)
-    engine = start_engine(base_path, work, "scale", lora=True)
-    pg = start_postgres(work)
-    try:
+    starts: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        replica = stack.enter_context(engine(base_path, work, "scale", starts))
+        pg = start_postgres(work)
+        stack.callback(pg.cleanup)
         with LocalProcesses(work / "procs") as procs:
             if "isolation" in parts:
-                results["eval_isolation"] = bench_eval_isolation(procs, engine.url, adapter_root, args.chats)
+                results["eval_isolation"] = bench_eval_isolation(procs, replica.url, adapter_root, args.chats)
             if "scale" in parts:
                 results["scale_out"] = bench_scale(
-                    procs, engine.url, adapter_root, adapters, pg, args.switches
+                    procs, replica.url, adapter_root, adapters, pg, args.switches
                 )
-    finally:
-        pg.cleanup()
-        engine.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    results["engine_start_s"] = starts.get("scale")
 
     table = Table("figure", "value", title="scale-out (one machine, real processes)")
     if "eval_isolation" in results:
