@@ -270,15 +270,18 @@ def adapters_promote(
         float, typer.Option(help="Seconds of soak between steps (watched; a regression reverts the alias).")
     ] = 0.0,
     soak_max_error_rate_delta: Annotated[
-        float, typer.Option(help="Soak: largest excess of the candidate's 5xx rate over the baseline's.")
-    ] = 0.05,
+        float | None,
+        typer.Option(
+            help="Soak: largest excess of the candidate's 5xx rate over the baseline's [server: 0.05]."
+        ),
+    ] = None,
     soak_max_latency_ratio: Annotated[
         float | None,
-        typer.Option(help="Soak: largest candidate/baseline mean latency ratio (unset: not watched)."),
-    ] = 2.0,
+        typer.Option(help="Soak: largest candidate/baseline mean latency ratio [server: 2.0]."),
+    ] = None,
     soak_min_requests: Annotated[
-        int, typer.Option(help="Soak: candidate requests in a step before it is judged.")
-    ] = 20,
+        int | None, typer.Option(help="Soak: candidate requests in a step before it is judged [server: 20].")
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the decision and show it.")] = True,
     url: UrlOpt = None,
@@ -286,11 +289,13 @@ def adapters_promote(
 ) -> None:
     """Evaluate CANDIDATE against ALIAS's current target on the same samples; move the alias only if the gate
     passes. Exits 1 when the gate rejects it."""
-    soak = {
+    # Only what the user set: the defaults live in one place, the server's SoakWatch.
+    given = {
         "max_error_rate_delta": soak_max_error_rate_delta,
         "max_latency_ratio": soak_max_latency_ratio,
         "min_requests": soak_min_requests,
     }
+    soak = {name: value for name, value in given.items() if value is not None}
     body = promotion_body(
         candidate,
         dataset,
@@ -298,7 +303,7 @@ def adapters_promote(
         collection=collection,
         steps=steps,
         step_interval_s=step_interval,
-        soak=soak,
+        soak=soak or None,
         reason=reason,
     )
     promotion = run_promotion(alias, body, url=url, key=key, wait=wait)

@@ -240,7 +240,7 @@ class PromotionService:
                 soak = await self._soak(promotion, body.soak, body.step_interval_s)
                 promotion = self._update(promotion, soaks=[*promotion.soaks, soak])
                 if soak["verdict"] == "regressed":
-                    await self._revert(promotion, body, before, soak)
+                    await self._revert(promotion, before, soak)
                     return
             split = (
                 [(promotion.candidate, 100)]
@@ -282,13 +282,7 @@ class PromotionService:
                 )
                 return {"step": promotion.step, "seconds": seconds_watched, **verdict}
 
-    async def _revert(
-        self,
-        promotion: PromotionPublic,
-        body: PromotionCreate,
-        before: Targets,
-        soak: dict[str, Any],
-    ) -> None:
+    async def _revert(self, promotion: PromotionPublic, before: Targets, soak: dict[str, Any]) -> None:
         """Move the alias back to the targets it had before the promotion (one transaction), recorded."""
         why = "; ".join(soak["reasons"])
         await self.registry.set_alias(
