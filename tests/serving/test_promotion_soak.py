@@ -106,12 +106,12 @@ def test_soak_reverts_a_candidate_whose_errors_rise(gw: Gateway, engine: StandIn
         assert time.monotonic() - began < 50, "the soak did not stop at the regression"
         (soak,) = final["soaks"]
         assert soak["verdict"] == "regressed" and soak["step"] == 50
-        assert (
-            soak["candidate"]["requests"] >= 10
-            and soak["candidate"]["server_errors"] == soak["candidate"]["requests"]
-        )
+        # Every candidate request failed; the one in flight when the window was read is counted, its error not yet.
+        candidate = soak["candidate"]
+        assert candidate["requests"] >= 10 and candidate["requests"] - 1 <= candidate["server_errors"]
         assert soak["baseline"]["requests"] > 0 and soak["baseline"]["server_errors"] == 0
-        assert "5xx rate 100.0%" in soak["reasons"][0] and "soak regression" in final["error"]
+        assert soak["reasons"][0].startswith("5xx rate ") and "vs 0.0% for the baseline" in soak["reasons"][0]
+        assert "soak regression" in final["error"]
 
         alias = {a["alias"]: a for a in admin.get("/v1/aliases").json()["data"]}[ALIAS]
         assert alias["targets"] == [{"target": OLD, "weight": 100}]
