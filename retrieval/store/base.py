@@ -180,7 +180,8 @@ class ChunkStore(Protocol):
 
     def write(self, name: str, add: list[PointData], remove: list[str]) -> None:
         """Add sections and remove section ids. Every engine update holds whole documents, so a crash leaves
-        each document either as it was or fully written; removals come after the additions."""
+        each document either as it was or fully written; removals come after the additions. Only sections the
+        collection lacks are added (section ids are content-addressed)."""
         ...
 
     def query(self, name: str, query: StoreQuery) -> QueryResult: ...

@@ -10,10 +10,11 @@ What it guarantees:
 - **Durability**: every update goes through Edge's write-ahead log before it is acknowledged; a killed process
   finds all acknowledged updates on reopening.
 - **Whole documents**: each engine update holds whole documents only, and the WAL replays an update whole, so a
-  crash leaves every document as it was or fully written. A write is also invisible to searches until it has
-  completed (points carry the ``seq`` of their write; while a write is in flight, searches only see completed
-  ones), and replaced versions are removed after the new one is visible; ``commit.json`` records removals in
-  progress so that a crash between the two is finished on reopening.
+  crash leaves every document as it was or fully written. Reads see every document whole too (see
+  :class:`_View`): a write is invisible until it has completed, its replaced versions disappear in the same
+  instant as its new ones appear, and a read that overlapped a change of view is run again. ``commit.json``
+  records removals in progress so that a crash between a write and its removals is finished on reopening; a
+  write that fails in this process removes what it had written.
 - **One process**: the directory lock makes a second process fail at once with :class:`StoreBusyError`; share
   collections between processes through a Qdrant server (``retrieval.url``). Threads of one process may search
   and write concurrently (the engine is thread-safe; writes to one collection are serialised here).
@@ -28,9 +29,10 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -67,6 +69,9 @@ VACUUM_FRACTION = 0.05
 """Edge's optimizer rewrites a segment once this share of its points is deleted (replaced or removed sections);
 until then their terms still count in BM25's IDF, as on a Qdrant server. A write that removes this share of a
 collection runs the optimizer, so IDF reflects the live documents again."""
+READ_ATTEMPTS = 3
+"""Reads run without waiting for writes; one that overlapped this many changes of view waits for the write."""
+T = TypeVar("T")
 
 
 def engine_version() -> str:
@@ -96,6 +101,35 @@ def _busy(path: Path) -> StoreBusyError:
     return StoreBusyError(f"the embedded retrieval store {path} is open in another process; {SHARE_HINT}")
 
 
+@dataclass(frozen=True)
+class _View:
+    """What reads of a collection may see while a write goes through its phases. Points carry the ``seq`` of
+    their write. A write publishes a new view (a new object) at each phase:
+
+    - ``writing``: its points (``seq`` > ``committed``) are hidden until every update has gone in;
+    - ``hidden``: its replaced sections, hidden from the instant its own points show, while they are deleted
+      (a deletion spanning segments is not atomic in the engine, so it must not be seen half-done);
+    - idle: nothing to hide, no filter.
+
+    A read builds its filter from the view it finds, and is run again if the view changed before it returned
+    (the filter of one phase is not right for the next one)."""
+
+    committed: int
+    """``seq`` of the last completed write."""
+    writing: bool = False
+    hidden: tuple[str, ...] = ()
+
+    def restrict(self, edge: Any, flt: Any) -> Any:
+        """``flt`` restricted to what this view shows."""
+        if not self.writing and not self.hidden:
+            return flt
+        must = [flt] if flt is not None else []
+        if self.writing:
+            must.append(edge.FieldCondition(key="seq", range=edge.RangeFloat(lte=self.committed)))
+        must_not = [edge.HasIdCondition(set(self.hidden))] if self.hidden else None
+        return edge.Filter(must=must or None, must_not=must_not)
+
+
 class _Collection:
     """One open shard, its spec and its write state."""
 
@@ -104,9 +138,7 @@ class _Collection:
         self.spec = spec
         self.shard = shard
         self.write_lock = threading.Lock()
-        self.committed = 0
-        """``seq`` of the last completed write: points of later ones are hidden while ``writing``."""
-        self.writing = False
+        self.view = _View(committed=0)
         self.removed = 0
         """Points removed since the optimizer last ran."""
 
@@ -193,14 +225,14 @@ class EdgeStore:
                 ]
             )
             col.shard.update(edge.UpdateOperation.delete_points_by_filter(older))
-        col.committed = max([committed, *late.values()])
+        col.view = _View(committed=max([committed, *late.values()]))
         if removing or late:
             logger.warning(
                 "finished an interrupted write",
                 extra={"collection": col.spec.name, "removed": len(removing), "documents": len(late)},
             )
             col.shard.flush()
-            col.write_commit(col.committed)
+            col.write_commit(col.view.committed)
 
     def close(self) -> None:
         with self._guard:
@@ -283,13 +315,18 @@ class EdgeStore:
             shutil.rmtree(trash, ignore_errors=True)
 
     # -- reads -------------------------------------------------------------------------------------------
-    def _visible(self, col: _Collection, flt: Any) -> Any:
-        """``flt`` restricted to completed writes while one is in flight (otherwise nothing to hide)."""
-        if not col.writing:
-            return flt
+    def _read(self, col: _Collection, flt: Any, run: Callable[[Any], T]) -> T:
+        """``run(filter)`` with ``flt`` restricted to the collection's view; again if the view changed meanwhile,
+        and after :data:`READ_ATTEMPTS` such overlaps under the write lock (so that a long write cannot starve
+        a read)."""
         edge = _edge()
-        done = edge.FieldCondition(key="seq", range=edge.RangeFloat(lte=col.committed))
-        return edge.Filter(must=[done] if flt is None else [done, flt])
+        for _ in range(READ_ATTEMPTS):
+            view = col.view
+            result = run(view.restrict(edge, flt))
+            if col.view is view:
+                return result
+        with col.write_lock:
+            return run(col.view.restrict(edge, flt))
 
     def _scroll(self, col: _Collection, flt: Any, fields: list[str] | None) -> Iterator[list[Any]]:
         edge = _edge()
@@ -328,7 +365,10 @@ class EdgeStore:
         edge = _edge()
         col = self._get(name)
         user = query.filter.build(edge, boolean=np.bool_) if query.filter is not None else None
-        flt = self._visible(col, user)
+        return self._read(col, user, lambda flt: self._query(col, query, flt))
+
+    def _query(self, col: _Collection, query: StoreQuery, flt: Any) -> QueryResult:
+        edge = _edge()
         dense = edge.Query.Nearest([list(query.dense)], using=DENSE) if query.dense is not None else None
         sparse = (
             edge.Query.Nearest(
@@ -383,11 +423,14 @@ class EdgeStore:
         lead = edge.Filter(
             must=[edge.FieldCondition(key="lead", match=edge.MatchValue(value=np.bool_(True)))]
         )
-        documents = col.shard.count(edge.CountRequest(exact=True, filter=self._visible(col, lead)))
-        facet = col.shard.facet(
-            edge.FacetRequest(key="n_chunks", limit=100_000, exact=True, filter=self._visible(col, None))
-        )
-        return int(documents), facet_sum([(h.value, h.count) for h in facet.hits])
+
+        def run(flt: Any) -> tuple[int, int]:
+            leads = lead if flt is None else edge.Filter(must=[lead, flt])
+            documents = col.shard.count(edge.CountRequest(exact=True, filter=leads))
+            facet = col.shard.facet(edge.FacetRequest(key="n_chunks", limit=100_000, exact=True, filter=flt))
+            return int(documents), facet_sum([(h.value, h.count) for h in facet.hits])
+
+        return self._read(col, None, run)
 
     def info(self, name: str) -> dict[str, int]:
         """Segments, points and indexed vectors of a collection's shard (for benchmarks and logs)."""
@@ -403,23 +446,39 @@ class EdgeStore:
         edge = _edge()
         col = self._get(name)
         with col.write_lock:
-            seq = col.committed + 1
+            before = col.view.committed
+            seq = before + 1 if add else before
             if add:
-                col.writing = True
+                col.view = _View(committed=before, writing=True)
                 try:
                     for batch in document_batches(add):
                         points = [_point(edge, p, seq) for p in batch]
                         col.shard.update(edge.UpdateOperation.upsert_points(points))
-                    col.committed = seq
-                finally:
-                    col.writing = False
+                except BaseException:
+                    self._undo(col, seq)
+                    col.view = _View(committed=before)
+                    raise
             if remove:
-                col.write_commit(col.committed, removing=remove)
+                col.write_commit(seq, removing=remove)
+                col.view = _View(committed=seq, hidden=tuple(remove))
                 col.shard.update(edge.UpdateOperation.delete_points(list(remove)))
                 col.removed += len(remove)
+            col.view = _View(committed=seq)
             if add or remove:
-                col.write_commit(col.committed)
+                col.write_commit(seq)
             self._maybe_index(col)
+
+    def _undo(self, col: _Collection, seq: int) -> None:
+        """Remove the points a failed write had put in. Section ids are content-addressed and a write adds only
+        sections the collection lacks, so this restores the collection as it was."""
+        edge = _edge()
+        flt = edge.Filter(must=[edge.FieldCondition(key="seq", range=edge.RangeFloat(gte=seq))])
+        try:
+            col.shard.update(edge.UpdateOperation.delete_points_by_filter(flt))
+        except Exception:  # the engine raises a bare Exception; the write's own error is the one to report
+            logger.exception(
+                "could not remove the points of a failed write", extra={"collection": col.spec.name}
+            )
 
     def set_sparse(self, name: str, vectors: dict[str, SparseVector]) -> None:
         edge = _edge()

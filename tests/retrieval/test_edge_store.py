@@ -20,6 +20,7 @@ from ragswap.model_store import ModelSettings
 from retrieval import (
     ChunkingSettings,
     Document,
+    Hit,
     RetrievalService,
     RetrievalSettings,
     SearchQuery,
@@ -220,6 +221,15 @@ service.ingest("kb", long_docs(6, version=2))
         service.close()
 
 
+def sections_seen(hits: list[Hit]) -> dict[tuple[str, int], int]:
+    """Sections found, by (document, revision)."""
+    seen: dict[tuple[str, int], int] = {}
+    for h in hits:
+        version = int(h.chunk.text.split("revision v")[1].split(":")[0].split(",")[0].rstrip("."))
+        seen[h.chunk.document_id, version] = seen.get((h.chunk.document_id, version), 0) + 1
+    return seen
+
+
 def test_concurrent_ingest_and_search_never_show_half_a_document(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -270,12 +280,7 @@ def test_concurrent_ingest_and_search_never_show_half_a_document(
                             vector=vector,
                         )
                     )
-                    seen: dict[tuple[str, int], int] = {}
-                    for h in hits:
-                        version = int(
-                            h.chunk.text.split("revision v")[1].split(":")[0].split(",")[0].rstrip(".")
-                        )
-                        seen[h.chunk.document_id, version] = seen.get((h.chunk.document_id, version), 0) + 1
+                    seen = sections_seen(hits)
                     for (doc, version), count in seen.items():
                         # Every section of a version is seen, or none: never half a document.
                         assert count == per_version[version][doc], (doc, version, count)
@@ -291,6 +296,104 @@ def test_concurrent_ingest_and_search_never_show_half_a_document(
             t.join(timeout=240)
         assert not errors, errors[0]
         assert searches[0] > 20
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("engine_runs_it", ["while_written", "after_written"])
+def test_a_search_overlapping_a_write_is_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_runs_it: str
+) -> None:
+    """The race above, made certain: a search's filter is built in one phase of a write and the engine runs it in
+    another. ``while_written``: built before the write began, run after its first update (the new revision half
+    in). ``after_written``: built while the write was in flight, run once it finished (the old revision deleted,
+    the new one still hidden by the filter). Either way the store must see the change and run the search again."""
+    from retrieval.store import edge
+
+    service = RetrievalService(
+        RetrievalSettings(path=tmp_path / "store", chunking=SMALL_SECTIONS), ModelSettings(), tmp_path
+    )
+    try:
+        spec = service.create_collection("kb")
+        service.ingest("kb", long_docs(2, version=1))
+        whole = {v: {d.id: len(service.sections(spec, [d])) for d in long_docs(2, version=v)} for v in (1, 2)}
+        first_update, resume = threading.Event(), threading.Event()
+
+        def pausing(points: list[object], size: int = 1) -> Iterator[list[object]]:
+            for i, point in enumerate(points):
+                yield [point]
+                if i == 0:
+                    first_update.set()
+                    assert resume.wait(60)
+
+        monkeypatch.setattr(edge, "document_batches", pausing)
+        writer = threading.Thread(target=service.ingest, args=("kb", long_docs(2, version=2)))
+        original = edge.EdgeStore._query
+        runs: list[object] = []
+
+        def query(self: object, col: object, q: object, flt: object) -> object:
+            runs.append(flt)
+            if len(runs) == 1 and engine_runs_it == "while_written":
+                writer.start()
+                assert first_update.wait(60)
+            elif len(runs) == 1:
+                resume.set()
+                writer.join(60)
+            return original(self, col, q, flt)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(edge.EdgeStore, "_query", query)
+        if engine_runs_it == "after_written":
+            writer.start()
+            assert first_update.wait(60)
+        vector = service.embed_query(spec, "lighthouse keeper tides")
+        hits = service.search(
+            SearchQuery(
+                collection="kb", query="x", mode="dense", top_k=1000, group_by="section", vector=vector
+            )
+        )
+        resume.set()
+        writer.join(60)
+        seen = sections_seen(hits)
+        expected = 1 if engine_runs_it == "while_written" else 2
+        assert seen == {(doc, expected): n for doc, n in whole[expected].items()}
+        assert len(runs) == 2
+    finally:
+        service.close()
+
+
+def test_a_write_that_fails_in_the_engine_leaves_the_collection_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine update failing after others went in: the points already written are removed again, the old
+    revision stays whole, and the next write goes through."""
+    from retrieval.store import edge
+
+    service = RetrievalService(
+        RetrievalSettings(path=tmp_path / "store", chunking=SMALL_SECTIONS), ModelSettings(), tmp_path
+    )
+    try:
+        spec = service.create_collection("kb")
+        service.ingest("kb", long_docs(3, version=1))
+        before = service.store.counts("kb")
+        whole = {v: {d.id: len(service.sections(spec, [d])) for d in long_docs(3, version=v)} for v in (1, 2)}
+        batches = edge.document_batches
+
+        def failing(points: list[object], size: int = 1) -> Iterator[list[object]]:
+            yield from list(batches(points, 1))[:2]
+            raise OSError("disk full")
+
+        monkeypatch.setattr(edge, "document_batches", failing)
+        with pytest.raises(OSError, match="disk full"):
+            service.ingest("kb", long_docs(3, version=2))
+        vector = service.embed_query(spec, "lighthouse keeper tides")
+        query = SearchQuery(
+            collection="kb", query="x", mode="dense", top_k=1000, group_by="section", vector=vector
+        )
+        assert sections_seen(service.search(query)) == {(d, 1): n for d, n in whole[1].items()}
+        assert service.store.counts("kb") == before
+        monkeypatch.setattr(edge, "document_batches", batches)
+        service.ingest("kb", long_docs(3, version=2))
+        assert sections_seen(service.search(query)) == {(d, 2): n for d, n in whole[2].items()}
     finally:
         service.close()
 
