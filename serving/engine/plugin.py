@@ -9,9 +9,11 @@ processes. On the CPU platform it
   qualified name at model load, after plugins ran, so replacing the module attribute is enough;
 - lets the engine keep its compilation mode when LoRA is enabled (:func:`keep_compilation_with_lora`): vLLM's CPU
   platform switches compilation off whenever a LoRA config exists, because its reference LoRA ops are data
-  dependent Python; ragswap's are opaque custom ops under ``torch.compile``, so dynamo can trace the rest.
+  dependent Python; ragswap's are opaque custom ops under ``torch.compile``, so dynamo can trace the rest;
+- lets the engine load its compiled model from vLLM's AOT cache (:func:`load_inductor_aot_artifacts`) instead of
+  compiling it again at every start.
 
-Nothing is edited on disk. Both patches are verified for vLLM 0.32.0 and refused loudly on another release.
+Nothing is edited on disk. The patches are verified for vLLM 0.32.0 and refused loudly on another release.
 ``RAGSWAP_LORA_OPS=reference`` keeps vLLM's own ops and, with them, its eager-only LoRA execution (used by
 benchmarks and tests to compare against them).
 
@@ -70,6 +72,7 @@ def register() -> None:
         punica_cpu.PunicaWrapperCPU = GroupedPunicaWrapperCPU  # type: ignore[misc]
         logger.info("ragswap grouped CPU LoRA ops installed (vLLM %s)", vllm.__version__)
     keep_compilation_with_lora()
+    load_inductor_aot_artifacts()
 
 
 # ---- compilation with LoRA on CPU ---------------------------------------------------------------------------------
@@ -134,3 +137,46 @@ def keep_compilation_with_lora() -> None:
 
     setattr(check_and_update_config, _PATCHED, True)
     CpuPlatform.check_and_update_config = classmethod(check_and_update_config)  # type: ignore[method-assign,assignment]
+
+
+# ---- loading the AOT-compiled model on CPU ------------------------------------------------------------------------
+
+#: The statement of ``vllm.compilation.decorators._try_load_aot_compiled_fn`` (vLLM 0.32.0) that fails on CPU.
+_FINALIZE_CALL = "loaded_fn._artifacts.compiled_fn.finalize_loading(model.vllm_config)"
+
+
+def load_inductor_aot_artifacts() -> None:
+    """Give torch's bundled inductor artifact the ``finalize_loading`` step vLLM calls after loading one.
+
+    vLLM's CPU platform compiles with the plain ``inductor`` backend (``DYNAMO_TRACE_ONCE``), so the function it
+    saves in its AOT cache is torch's ``BundledAOTAutogradSerializableCallable``, not vLLM's own
+    ``VllmSerializableFunction``. On loading, vLLM 0.32.0 calls ``compiled_fn.finalize_loading(vllm_config)``,
+    which only its own class has: the call raises ``AttributeError`` ("'function' object has no attribute
+    'finalize_loading'", through the wrapper's ``__getattr__``), vLLM logs "Compiling model again due to a load
+    failure" and compiles from scratch, at every engine start and every restart after a crash. Torch's artifact
+    is complete once deserialised (it wraps the inductor-compiled callable), so its ``finalize_loading`` has
+    nothing to do. vLLM still verifies the traced sources and the config hash of the cache entry before using it.
+
+    Raises:
+        UnsupportedVLLMError: the loader no longer makes that call (another release): nothing is patched.
+    """
+    from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable
+    from vllm.compilation import decorators
+
+    if "finalize_loading" in vars(BundledAOTAutogradSerializableCallable):
+        return
+    try:
+        source = inspect.getsource(decorators._try_load_aot_compiled_fn)
+    except (AttributeError, OSError, TypeError) as exc:
+        raise UnsupportedVLLMError(f"cannot read vLLM's AOT loader to verify it: {exc}") from exc
+    if _FINALIZE_CALL not in source:
+        raise UnsupportedVLLMError(
+            f"vLLM's AOT loader no longer calls `{_FINALIZE_CALL}` the way vLLM {VERIFIED_VLLM_VERSION} does; "
+            "ragswap's AOT loading patch is not verified for this vLLM. Set RAGSWAP_LORA_OPS=reference or install "
+            "the pinned vLLM."
+        )
+
+    def finalize_loading(self: Any, vllm_config: Any) -> None:
+        """Nothing to finalise: deserialising the bundle loaded the compiled callable (ragswap, see plugin)."""
+
+    BundledAOTAutogradSerializableCallable.finalize_loading = finalize_loading  # type: ignore[attr-defined]

@@ -292,3 +292,31 @@ def test_plugin_refuses_unverified_vllm(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(CpuPlatform, "check_and_update_config", classmethod(changed_upstream))
     with pytest.raises(plugin.UnsupportedVLLMError, match="not verified"):
         plugin.keep_compilation_with_lora()
+    monkeypatch.undo()
+
+    from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable
+    from vllm.compilation import decorators
+
+    def loader_changed_upstream(
+        model: object, path: str
+    ) -> None:  # no longer calls finalize_loading that way
+        return None
+
+    monkeypatch.delattr(BundledAOTAutogradSerializableCallable, "finalize_loading", raising=False)
+    monkeypatch.setattr(decorators, "_try_load_aot_compiled_fn", loader_changed_upstream)
+    with pytest.raises(plugin.UnsupportedVLLMError, match="AOT loading patch is not verified"):
+        plugin.load_inductor_aot_artifacts()
+    assert "finalize_loading" not in vars(BundledAOTAutogradSerializableCallable), "patched blindly"
+
+
+def test_plugin_lets_vllm_load_the_cpu_inductor_artifact(base_model_path: object) -> None:
+    """vLLM's AOT loader calls ``compiled_fn.finalize_loading``, which torch's bundled inductor artifact (what the
+    CPU platform saves) lacks; with the plugin loaded it has it, and it does nothing. The end-to-end proof is the
+    engine restart in ``tests/serving/test_engine_failures.py`` (its log says it loaded, not compiled again)."""
+    from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable
+
+    _engine_config(base_model_path)  # loads the general plugins, as the engine processes do
+    bundle = BundledAOTAutogradSerializableCallable.__new__(BundledAOTAutogradSerializableCallable)
+    bundle.compiled_fn = lambda *args: args  # what deserialising gives it: the compiled callable
+    assert bundle.finalize_loading(object()) is None
+    assert bundle(1, 2) == (1, 2)
