@@ -39,6 +39,7 @@ from eval.metrics.judged import JudgedMetrics, settle
 from eval.records import JudgeCheck, MetricAgreement
 from eval.settings import JUDGED_METRICS
 from eval.stats import proportion_ci
+from ragswap import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +173,8 @@ def _load(path: Path) -> MetricAgreement | None:
 
 def _store(path: Path, result: MetricAgreement, answers: list[dict[str, Any]]) -> None:
     """The metric's result (atomically) and, beside it, every item's answer for a human to inspect."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)
-    path.with_suffix(".items.json").write_text(json.dumps(answers, indent=1), encoding="utf-8")
+    write_atomic(path, result.model_dump_json(indent=2))
+    write_atomic(path.with_suffix(".items.json"), json.dumps(answers, indent=1))
 
 
 def check_key(parts: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ from eval.records import (
 )
 from eval.scoring import Scorer
 from eval.stats import summarise_traces
+from ragswap import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ class FileTraceSink:
         traces = read_traces(self.run_dir)
         if traces:
             # Rewrite without a torn last line (a crash mid-write), so that new traces append cleanly.
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(t.model_dump_json() + "\n" for t in traces), encoding="utf-8")
-            tmp.replace(self.path)
+            write_atomic(self.path, "".join(t.model_dump_json() + "\n" for t in traces))
         return {(t.config, t.sample_id) for t in traces}
 
     def append(self, trace: SampleTrace) -> None:
@@ -181,36 +180,16 @@ def summarise_run(
     return summary
 
 
-def write_summary(
-    run_dir: Path,
-    spec: RunSpec,
-    seconds: float,
-    judge_calls: int,
-    failures: int,
-    *,
-    judge: JudgeInfo | None = None,
-    judge_check: JudgeCheck | None = None,
-    samples_per_minute: float | None = None,
-) -> RunSummary:
-    """Recompute ``summary.json`` from ``traces.jsonl``."""
-    summary = summarise_run(
-        spec,
-        read_traces(run_dir),
-        seconds,
-        judge_calls,
-        failures,
-        judge=judge,
-        judge_check=judge_check,
-        samples_per_minute=samples_per_minute,
-    )
-    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+def write_summary(run_dir: Path, summary: RunSummary) -> RunSummary:
+    """Write ``summary.json`` (atomically: a reader or a crash sees the previous summary or this one)."""
+    write_atomic(run_dir / "summary.json", summary.model_dump_json(indent=2))
     return summary
 
 
 def _start_run_dir(run_dir: Path, spec: RunSpec) -> None:
     """Write ``run.json``: what is run, enough to resume it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    write_atomic(run_dir / "run.json", spec.model_dump_json(indent=2))
 
 
 async def execute_run(
@@ -276,9 +255,7 @@ async def execute_run(
         )
     )
     if run_dir is not None:
-        await asyncio.to_thread(
-            (run_dir / "summary.json").write_text, summary.model_dump_json(indent=2), encoding="utf-8"
-        )
+        await asyncio.to_thread(write_summary, run_dir, summary)
         if report:
             from eval.report import write_report
 

@@ -15,7 +15,7 @@ from eval.records import (
     RunSummary,
     SampleTrace,
 )
-from eval.runner import RunSpec, write_summary
+from eval.runner import RunSpec, read_traces, summarise_run, write_summary
 
 Scores = Mapping[str, Mapping[str, Sequence[float | None]]]
 """config → metric → one score per sample (``None`` = the metric failed on that sample)."""
@@ -61,4 +61,6 @@ def write_run(
                         )
                     )
                 fh.write(trace.model_dump_json() + "\n")
-    return write_summary(run_dir, spec, 1.0, 0, 0, judge_check=judge_check)
+    return write_summary(
+        run_dir, summarise_run(spec, read_traces(run_dir), 1.0, 0, 0, judge_check=judge_check)
+    )
