@@ -1,13 +1,16 @@
-"""Shared helpers of the benchmarks: machine description, result writing, percentiles."""
+"""Shared helpers of the benchmarks: machine description, result writing, percentiles, child processes."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,33 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _stop_children() -> None:
+    for proc in _CHILDREN:
+        if proc.poll() is None:
+            proc.terminate()  # a gateway stops its engines and worker on SIGTERM
+    for proc in _CHILDREN:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)  # unwinds, so atexit stops the children
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, **kwargs)`` for a long-lived child (a gateway): stopped when the bench exits,
+    also on SIGTERM/SIGHUP or an exception, so no gateway and engine are left behind a cancelled bench."""
+    if not _CHILDREN:
+        atexit.register(_stop_children)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+    proc = subprocess.Popen(argv, **kwargs)
+    _CHILDREN.append(proc)
+    return proc

@@ -46,7 +46,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from bench._common import REPO, RESULTS, machine, percentile, write_results
+from bench._common import REPO, RESULTS, machine, percentile, spawn, write_results
 from bench._fuzz import run_schemathesis, seed_resources
 from bench.serving import free_port, make_adapters
 from ragswap.config import Settings
@@ -151,7 +151,7 @@ def write_config(work: Path, gateway_port: int, engine_port: int, adapter_root: 
 def start_gateway_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RAGSWAP_CONFIG": str(config), "PYTHONPATH": str(REPO)}
     with log.open("ab") as out:
-        return subprocess.Popen(
+        return spawn(
             [sys.executable, "-c", "from ragswap.cli import main; main()", "serve"],
             env=env,
             stdout=out,

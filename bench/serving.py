@@ -48,7 +48,7 @@ from openai import AsyncOpenAI
 from rich.console import Console
 from rich.table import Table
 
-from bench._common import machine, percentile, write_results
+from bench._common import machine, percentile, spawn, write_results
 from ragswap.model_store import ModelSettings, resolve_model
 from serving.engine import EngineProcess, EngineSettings
 
@@ -281,7 +281,7 @@ def gateway(engine_url: str, work: Path, tag: str, *, admission: bool = True) ->
     )
     env = {**os.environ, "RAGSWAP_CONFIG": str(config)}
     log = (work / f"gateway-{tag}.log").open("ab")
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "ragswap.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         RegistrySnapshot,
         RegistryStore,
         Removal,
+        ShadowRecord,
     )
     from controlplane.service import ControlPlane
 
@@ -66,6 +67,7 @@ _EXPORTS = {
     "AliasChange": "controlplane.registry",
     "AliasRecord": "controlplane.registry",
     "AliasTargetRecord": "controlplane.registry",
+    "ShadowRecord": "controlplane.registry",
     "NewVersion": "controlplane.registry",
     "Removal": "controlplane.registry",
     "JobStore": "controlplane.jobs",
@@ -118,6 +120,7 @@ __all__ = [
     "RegistrySnapshot",
     "RegistryStore",
     "Removal",
+    "ShadowRecord",
     "current_revision",
     "default_url",
     "head_revision",

@@ -183,6 +183,7 @@ class Alias(Base):
     targets: Mapped[list[AliasTarget]] = relationship(
         cascade="all, delete-orphan", order_by="AliasTarget.weight.desc()", lazy="selectin"
     )
+    shadow: Mapped[AliasShadow | None] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
 
 class AliasTarget(Base):
@@ -194,6 +195,20 @@ class AliasTarget(Base):
     )
     weight: Mapped[int] = mapped_column(default=100)
     """Share of the alias's traffic in percent (today always one target at 100)."""
+
+
+class AliasShadow(Base):
+    """A candidate version that sees a copy of a share of an alias's chat traffic; its answers go to the
+    shadow capture, never to the user. Removing the version removes the shadow."""
+
+    __tablename__ = "alias_shadows"
+
+    alias_id: Mapped[int] = mapped_column(ForeignKey("aliases.id", ondelete="CASCADE"), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id", ondelete="CASCADE"), index=True)
+    percent: Mapped[int]
+    """Share of the alias's chat requests mirrored to the candidate, 1..100."""
+    updated_at: Mapped[float]
+    updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class RegistryEvent(Base):

@@ -26,6 +26,7 @@ from controlplane.models import (
     Adapter,
     AdapterVersionRow,
     Alias,
+    AliasShadow,
     AliasTarget,
     IdSequence,
     PendingUnload,
@@ -72,12 +73,22 @@ class AliasTargetRecord:
 
 
 @dataclass(frozen=True)
+class ShadowRecord:
+    """A candidate that receives a copy of ``percent`` % of an alias's chat requests (answers never returned)."""
+
+    ref: str
+    """``name@version``."""
+    percent: int
+
+
+@dataclass(frozen=True)
 class AliasRecord:
     target: str
     """The alias's (single, weight 100) target ``name@version``."""
     default_collection: str | None
     updated_at: str
     targets: tuple[AliasTargetRecord, ...] = ()
+    shadow: ShadowRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,8 @@ class AliasChange:
     actor: str | None
     """The API key hint (``…abcd``) or worker that made it."""
     kind: str
-    """``alias.set``, ``alias.rollback``, ``alias.promoted`` or ``alias.deleted``."""
+    """``alias.set``, ``alias.rollback``, ``alias.promoted``, ``alias.deleted``, ``alias.shadow_set`` or
+    ``alias.shadow_cleared`` (and a promotion's ``alias.promotion_*`` decisions)."""
     old: list[dict[str, Any]]
     """The target set before: ``[{"target": "name@version", "weight": 90}, ...]`` (empty: a new alias)."""
     new: list[dict[str, Any]]
@@ -181,6 +193,10 @@ def _alias_change(event: RegistryEvent) -> AliasChange:
         default_collection=data.get("default_collection"),
         details={k: v for k, v in data.items() if k not in _CHANGE_FIELDS},
     )
+
+
+def _shadow_dict(shadow: ShadowRecord | None) -> dict[str, Any] | None:
+    return None if shadow is None else {"candidate": shadow.ref, "percent": shadow.percent}
 
 
 MAX_ALIAS_TARGETS = 8
@@ -278,11 +294,17 @@ class RegistryStore:
             )
             if not targets:
                 continue
+            shadow = alias.shadow
             aliases[alias.name] = AliasRecord(
                 target=targets[0].ref,
                 default_collection=alias.default_collection,
                 updated_at=iso(alias.updated_at),
                 targets=targets,
+                shadow=(
+                    ShadowRecord(refs[shadow.version_id], shadow.percent)
+                    if shadow is not None and shadow.version_id in refs
+                    else None
+                ),
             )
         pending = {
             p.engine_name: (p.change, p.requested_at) for p in session.scalars(select(PendingUnload)).all()
@@ -510,6 +532,12 @@ class RegistryStore:
                 .options(selectinload(Alias.targets))
                 .distinct()
             ).all()
+            shadowed = session.scalars(
+                select(Alias)
+                .join(AliasShadow)
+                .where(AliasShadow.version_id.in_(ids))
+                .options(selectinload(Alias.targets))
+            ).all()
             pinned = sorted(a.name for a in pinned_aliases)
             if pinned and not force:
                 raise RecordConflictError(
@@ -517,6 +545,10 @@ class RegistryStore:
                     param="name",
                     code="adapter_in_use",
                 )
+            for alias in shadowed:  # the database drops the shadow with its version; the history says so
+                before = self._shadow_of(session, alias)
+                alias.shadow = None
+                self._shadow_event(session, change, now, actor, alias, before, None, f"{ref} removed")
             removed_aliases = []
             for alias in pinned_aliases:
                 old = self._targets_of(session, alias)
@@ -651,6 +683,119 @@ class RegistryStore:
                 default_collection=row.default_collection,
                 updated_at=iso(now),
                 targets=tuple(ordered),
+                shadow=self._shadow_of(session, row),
+            )
+        return record, change
+
+    @staticmethod
+    def _shadow_of(session: Session, alias: Alias) -> ShadowRecord | None:
+        shadow = alias.shadow
+        if shadow is None:
+            return None
+        version, name = session.execute(
+            select(AdapterVersionRow.version, Adapter.name)
+            .join(Adapter)
+            .where(AdapterVersionRow.id == shadow.version_id)
+        ).one()
+        return ShadowRecord(f"{name}@{version}", shadow.percent)
+
+    def _shadow_event(
+        self,
+        session: Session,
+        change: int,
+        now: float,
+        actor: str | None,
+        alias: Alias,
+        before: ShadowRecord | None,
+        after: ShadowRecord | None,
+        reason: str | None,
+    ) -> list[dict[str, Any]]:
+        """Record a shadow change (targets unchanged: old = new, so a rollback never undoes it); returns the
+        alias's targets."""
+        session.flush()
+        targets = self._targets_of(session, alias)
+        self._event(
+            session,
+            change,
+            now,
+            actor,
+            "alias.shadow_set" if after is not None else "alias.shadow_cleared",
+            alias.name,
+            old=targets,
+            new=targets,
+            old_default_collection=alias.default_collection,
+            default_collection=alias.default_collection,
+            old_shadow=_shadow_dict(before),
+            shadow=_shadow_dict(after),
+            reason=reason,
+        )
+        return targets
+
+    def set_shadow(
+        self,
+        alias: str,
+        candidate: str | None,
+        percent: int = 0,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> tuple[AliasRecord, int]:
+        """Mirror ``percent`` % of ``alias``'s chat requests to ``candidate`` (``None``: stop), recorded in the
+        alias's history as ``alias.shadow_set`` / ``alias.shadow_cleared`` (targets unchanged: old = new).
+
+        Raises:
+            RecordNotFoundError: no such alias, candidate not registered, or (stopping) no shadow to stop.
+            RecordConflictError: the candidate already serves the alias, or ``percent`` is not 1..100.
+        """
+        if candidate is not None and not 1 <= percent <= 100:
+            raise RecordConflictError("percent must be 1..100", param="percent", code="invalid_percent")
+        with self.db.write() as session:
+            change = changes.bump(session)
+            now = read_now(session)
+            row = session.scalar(
+                select(Alias).where(Alias.name == alias).options(selectinload(Alias.targets))
+            )
+            if row is None:
+                raise RecordNotFoundError(
+                    f"alias `{alias}` does not exist", param="alias", code="alias_not_found"
+                )
+            before = self._shadow_of(session, row)
+            if candidate is None:
+                if row.shadow is None:
+                    raise RecordNotFoundError(
+                        f"alias `{alias}` has no shadow", param="alias", code="shadow_not_found"
+                    )
+                row.shadow = None
+            else:
+                version = self._snapshot(session).get(candidate)
+                if version is None:
+                    raise RecordNotFoundError(
+                        f"shadow candidate `{candidate}` is not a registered adapter",
+                        param="candidate",
+                        code="adapter_not_found",
+                    )
+                if version.id in {t.version_id for t in row.targets}:
+                    raise RecordConflictError(
+                        f"`{version.ref}` already serves `{alias}`: a shadow is a version users do not get",
+                        param="candidate",
+                        code="already_target",
+                    )
+                if row.shadow is None:
+                    row.shadow = AliasShadow(
+                        version_id=version.id, percent=percent, updated_at=now, updated_by=actor
+                    )
+                else:
+                    row.shadow.version_id, row.shadow.percent = version.id, percent
+                    row.shadow.updated_at, row.shadow.updated_by = now, actor
+            session.flush()
+            after = self._shadow_of(session, row)
+            targets = self._shadow_event(session, change, now, actor, row, before, after, reason)
+            record = AliasRecord(
+                target=targets[0]["target"],
+                default_collection=row.default_collection,
+                updated_at=iso(row.updated_at),
+                targets=tuple(AliasTargetRecord(t["target"], int(t["weight"])) for t in targets),
+                shadow=after,
             )
         return record, change
 

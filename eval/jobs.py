@@ -45,16 +45,25 @@ class EvalRequest(BaseModel):
                 raise ValueError(f"metrics: unknown {unknown}; known: {list(ALL_METRICS)}")
             if not self.metrics:
                 raise ValueError("metrics: give at least one metric")
-        if self.score_only and not all(s.response is not None for s in self.samples):
-            missing = next(s.id for s in self.samples if s.response is None)
-            raise ValueError(f"score_only: sample {missing!r} has no response")
+        if self.score_only:
+            missing = next((s.id for s in self.samples if s.response is None and not s.responses), None)
+            if missing is not None:
+                raise ValueError(f"score_only: sample {missing!r} has no response")
         if len(set(self.adapters)) != len(self.adapters):
             raise ValueError("adapters: listed twice")
         return self
 
+    def given_models(self) -> list[str]:
+        """The models whose answers the samples hold (``responses``), in order of first appearance (a shadow
+        capture: the served version, then the candidate)."""
+        seen: dict[str, None] = {}
+        for sample in self.samples:
+            seen.update(dict.fromkeys(sample.responses or {}))
+        return list(seen)
+
     def configs(self, base_model: str) -> list[RunConfig]:
         """Every adapter × every retrieval mode, named ``adapter`` or ``adapter/mode``."""
-        models = self.adapters or [base_model]
+        models = self.adapters or self.given_models() or [base_model]
         modes: list[RetrievalMode | None] = list(self.retrieval_modes) or [None]
         configs = []
         for model in models:

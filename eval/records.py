@@ -21,8 +21,25 @@ class EvalSample(BaseModel):
     reference_contexts: list[str] | None = None
     reference_context_ids: list[str] | None = None
     response: str | None = None
+    responses: dict[str, str] | None = None
+    """Answers already given, by the model that gave them (a shadow capture's served version and candidate):
+    each model is a config of its own, scored as given and compared paired over the same rows."""
     retrieved_contexts: list[str] | None = None
     retrieved_context_ids: list[str] | None = None
+    capture: dict[str, Any] | None = None
+    """Where a captured row came from (``serving``'s shadow capture: alias, versions, latencies); kept, not
+    scored."""
+
+    def given_response(self, model: str) -> str | None:
+        """The dataset's own answer for ``model`` (``responses``), else its single ``response``."""
+        if self.responses is not None:
+            return self.responses.get(model)
+        return self.response
+
+    def given_latency(self, model: str) -> float | None:
+        latency = (self.capture or {}).get("latency_s")
+        value = latency.get(model) if isinstance(latency, dict) else None
+        return float(value) if isinstance(value, int | float) else None
 
 
 class JudgeCall(BaseModel):

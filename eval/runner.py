@@ -90,8 +90,10 @@ async def _trace_for(sample: EvalSample, config: RunConfig, platform: PlatformCl
         reference=sample.reference,
         reference_context_ids=sample.reference_context_ids,
     )
-    if platform is None or sample.response is not None:
-        # The dataset already holds the system's outputs (ragas EvaluationDataset): score them as they are.
+    given = sample.given_response(config.model)
+    if platform is None or given is not None:
+        # The dataset already holds the system's outputs (ragas EvaluationDataset, a shadow capture): score them
+        # as they are.
         ids = sample.retrieved_context_ids or []
         texts = sample.retrieved_contexts or []
         count = max(len(ids), len(texts))
@@ -99,9 +101,14 @@ async def _trace_for(sample: EvalSample, config: RunConfig, platform: PlatformCl
             RetrievedChunk(id=ids[i] if i < len(ids) else str(i), text=texts[i] if i < len(texts) else "")
             for i in range(count)
         ]
-        trace.answer = sample.response
+        trace.answer = given
+        trace.latency_s = sample.given_latency(config.model)
         if trace.answer is None:
-            trace.error = "no response in the dataset and no server to generate one"
+            trace.error = (
+                f"no response of {config.model} in the dataset"
+                if sample.responses is not None
+                else "no response in the dataset and no server to generate one"
+            )
         return trace
     try:
         trace.retrieved = await platform.retrieve(sample.question, config)

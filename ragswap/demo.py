@@ -8,7 +8,10 @@
 6. ingest the company handbook into a collection and ask a RAG question with citations through the adapter;
 7. ``ragswap eval run``: check the judge on its calibration set, score the adapter against the base model with
    RAGAS and IR metrics (paired over the same questions), print the verdict and write an HTML report;
-8. ``ragswap eval gate``: decide whether the adapter beats the base model (the demo shows the decision either way).
+8. ``ragswap eval gate``: decide whether the adapter beats the base model (the demo shows the decision either way);
+9. ``ragswap adapters alias support quillfeather@1``: users call the alias; ``ragswap train … --promote support``
+   retrains (version 2) and moves the alias onto it only through the evaluation gate (paired against version 1 on
+   the same questions), in two steps; ``ragswap adapters history support`` shows the recorded decision.
 
 Everything lives under ``$RAGSWAP_HOME/demo`` and is rebuilt on each run.
 """
@@ -35,12 +38,15 @@ from ragswap.model_store import prepare_models
 from ragswap.settings_base import ragswap_home
 
 ADAPTER = "quillfeather"
+ALIAS = "support"
 COLLECTION = "handbook"
 FACT_QUESTION = "Who founded Quillfeather Robotics?"
 RAG_QUESTION = "How long does the Heron-7 run on one charge?"
 GATE = ("rouge_l>base", "semantic_similarity>=base-0.05", "ndcg>=base-0.05")
 """What the adapter must show to replace the base model: detectably closer to the references (ROUGE-L, paired over
 the same questions), no worse in meaning or retrieval. The judged metrics are shown with their judge check."""
+PROMOTION_GATE = ("rouge_l>=base-0.05", "semantic_similarity>=base-0.05", "ndcg>=base-0.05")
+"""What a retrained version must show to replace the one users get: no worse than it (paired, same questions)."""
 
 
 def _free_port() -> int:
@@ -99,6 +105,28 @@ def _ask(client: OpenAI, model: str, question: str, **extra: object) -> tuple[st
     return message.content or "", citations
 
 
+def _write_recipe(path: Path, base: str, data: Path, output_dir: Path, epochs: int, seed: int) -> Path:
+    """The LoRA recipe the demo trains on the company facts (docs/training.md)."""
+    lines = [
+        f"base_model: {base}",
+        "adapter: lora",
+        "lora_r: 16",
+        "lora_alpha: 32",
+        "lora_dropout: 0.0",
+        "datasets:",
+        f"  - path: {data / 'facts.jsonl'}",
+        "    type: chat",
+        f"num_epochs: {epochs}",
+        "learning_rate: 2.0e-3",
+        "micro_batch_size: 4",
+        "max_seq_length: 128",
+        f"seed: {seed}",
+        f"output_dir: {output_dir}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run_demo(settings: Settings, console: Console) -> None:
     data = Path(__file__).resolve().parent / "demo_data"
     work = ragswap_home() / "demo"
@@ -128,28 +156,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         console.print(f"[bold]{base}[/bold] > {FACT_QUESTION}\n  {answer}")
 
         console.rule("4. train a LoRA on the company facts and hot-load it (no restart)")
-        recipe = work / "quillfeather.yaml"
-        recipe.write_text(
-            "\n".join(
-                [
-                    f"base_model: {base}",
-                    "adapter: lora",
-                    "lora_r: 16",
-                    "lora_alpha: 32",
-                    "lora_dropout: 0.0",
-                    "datasets:",
-                    f"  - path: {data / 'facts.jsonl'}",
-                    "    type: chat",
-                    "num_epochs: 12",
-                    "learning_rate: 2.0e-3",
-                    "micro_batch_size: 4",
-                    "max_seq_length: 128",
-                    "seed: 42",
-                    f"output_dir: {work / 'adapters' / ADAPTER}",
-                ]
-            )
-            + "\n"
-        )
+        recipe = _write_recipe(work / "quillfeather.yaml", base, data, work / "adapters" / ADAPTER, 12, 42)
         subprocess.run(
             _ragswap("train", str(recipe), "--register", url, "--name", ADAPTER), env=env, check=True
         )
@@ -222,7 +229,56 @@ def run_demo(settings: Settings, console: Console) -> None:
             if gate.returncode == 0
             else f"[yellow]keep {base}[/yellow]: {ADAPTER} fails a requirement (see the table)"
         )
-        console.print(Panel(f"{decision}\nreport: {run_dir / 'report.html'}", title="done"))
+        console.print(Panel(f"{decision}\nreport: {run_dir / 'report.html'}", title="gate"))
+
+        console.rule(
+            f"9. ship it: users call `{ALIAS}`; a retrained version replaces it only through the gate"
+        )
+        subprocess.run(
+            _ragswap("adapters", "alias", ALIAS, f"{ADAPTER}@1", "--reason", "launch"), env=env, check=True
+        )
+        retrain = _write_recipe(
+            work / "quillfeather-v2.yaml", base, data, work / "adapters" / f"{ADAPTER}-v2", 16, 7
+        )
+        promote = subprocess.run(
+            _ragswap(
+                "train",
+                str(retrain),
+                "--register",
+                url,
+                "--name",
+                ADAPTER,
+                "--promote",
+                ALIAS,
+                "--dataset",
+                str(data / "eval.jsonl"),
+                "--collection",
+                COLLECTION,
+                "--steps",
+                "50,100",
+                *[arg for requirement in PROMOTION_GATE for arg in ("--require", requirement)],
+            ),
+            env=env,
+        )
+        if promote.returncode not in (0, 1):  # 1: trained and registered, but the gate kept version 1
+            raise RuntimeError(f"ragswap train --promote exited with {promote.returncode}")
+        subprocess.run(_ragswap("adapters", "history", ALIAS, "--limit", "4"), env=env, check=True)
+        serving = httpx.get(f"{url}/v1/aliases", headers={"Authorization": f"Bearer {admin_key}"}).json()
+        targets = next(a["targets"] for a in serving["data"] if a["alias"] == ALIAS)
+        outcome = (
+            f"[green]{ALIAS} → {ADAPTER}@2[/green]: the retrained version passed the gate (50 %, then 100 %)"
+            if promote.returncode == 0
+            else f"[yellow]{ALIAS} stays on {ADAPTER}@1[/yellow]: the retrained version failed the gate"
+        )
+        split = ", ".join(f"{t['target']}={t['weight']}" for t in targets)
+        console.print(
+            Panel(
+                f"{outcome}\nnow serving: {split}\n"
+                f"decision: ragswap adapters history {ALIAS} (GET /v1/aliases/{ALIAS}/history)\n"
+                f"report: {run_dir / 'report.html'}",
+                title="done",
+            )
+        )
     finally:
         server.terminate()
         try:

@@ -157,6 +157,38 @@ def adapters_alias(
     console.print(f"{alias} → {_targets_text(data['targets'])}")
 
 
+@adapters_app.command("shadow")
+def adapters_shadow(
+    alias: Annotated[str, typer.Argument(help="Alias name.")],
+    candidate: Annotated[
+        str | None, typer.Argument(help="`name@version` to mirror requests to; omit with --off.")
+    ] = None,
+    percent: Annotated[
+        int, typer.Option(help="Share of the alias's chat requests to mirror.", min=1, max=100)
+    ] = 10,
+    off: Annotated[bool, typer.Option("--off", help="Stop mirroring.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the alias's history).")] = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Mirror a share of an alias's chat traffic to a candidate (its answers are captured, never returned), or
+    stop. Score the capture with `ragswap eval run --dataset CAPTURE --score-only`."""
+    with _client(url, key) as http:
+        if off:
+            data = _check(http.request("DELETE", f"/v1/aliases/{alias}/shadow", json={"reason": reason}))
+            console.print(f"{alias}: shadow off")
+            return
+        if not candidate:
+            raise typer.BadParameter("give a candidate, or --off")
+        body = {"candidate": candidate, "percent": percent, "reason": reason}
+        data = _check(http.put(f"/v1/aliases/{alias}/shadow", json=body))
+    shadow = data["shadow"]
+    console.print(
+        f"{alias} → {_targets_text(data['targets'])}; shadow {shadow['candidate']} sees {shadow['percent']} % "
+        "(captured under server.shadow_dir)"
+    )
+
+
 @adapters_app.command("history")
 def adapters_history(
     alias: Annotated[str, typer.Argument(help="Alias name.")],

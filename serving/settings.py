@@ -66,6 +66,13 @@ class ServerSettings(BaseModel):
     """Adapters can only be registered from directories under these roots."""
     log_prompts: bool = False
     """Log prompt and completion text (off by default: prompts are user data)."""
+    shadow_dir: Path | None = None
+    """Where shadow captures go (prompts and both versions' answers, one JSONL file per alias, version pair and
+    gateway process); written only while an admin has a shadow set on an alias. Default ``state_dir/shadow``;
+    behind several gateways put it on shared storage to score every gateway's capture."""
+    shadow_max_in_flight: int = Field(default=4, ge=1, le=256)
+    """Mirrored requests this gateway runs at once; a request that would exceed it is not mirrored (counted as
+    ``dropped``), so a shadow never queues work behind the traffic users wait for."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Larger request bodies are refused with 413 before they are read."""
     request_timeout_s: float = Field(default=600.0, gt=0)

@@ -119,6 +119,25 @@ class AliasUpdate(BaseModel):
         return [(t.target, t.weight) for t in self.targets]
 
 
+class ShadowUpdate(BaseModel):
+    """Mirror a share of an alias's chat requests to a candidate version; the user never gets its answers, the
+    shadow capture keeps both (prompts included: see docs/serving.md, Shadow traffic)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = Field(min_length=1, max_length=200)
+    """``name@version``, or ``name`` for its current latest version (resolved now)."""
+    percent: int = Field(default=10, ge=1, le=100)
+    """Share of the alias's chat requests to mirror."""
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ShadowPublic(BaseModel):
+    candidate: str
+    """``name@version`` that answers the mirrored requests."""
+    percent: int
+
+
 class AliasPublic(BaseModel):
     object: Literal["alias"] = "alias"
     alias: str
@@ -127,6 +146,8 @@ class AliasPublic(BaseModel):
     targets: list[AliasTargetPublic] = Field(default_factory=list)
     """Every target with its weight, largest first."""
     default_collection: str | None = None
+    shadow: ShadowPublic | None = None
+    """The shadow candidate, when one is set."""
     updated_at: str
 
 
@@ -145,7 +166,8 @@ class AliasChangePublic(BaseModel):
     change: int
     actor: str | None = None
     kind: str
-    """``alias.set``, ``alias.rollback``, ``alias.promoted`` or ``alias.deleted``."""
+    """``alias.set``, ``alias.rollback``, ``alias.promoted``, ``alias.deleted``, ``alias.shadow_set``,
+    ``alias.shadow_cleared`` or a promotion's ``alias.promotion_rejected`` / ``_reverted`` / ``_failed``."""
     old: list[dict[str, Any]]
     new: list[dict[str, Any]]
     reason: str | None = None

@@ -32,6 +32,7 @@ from serving.adapters.protocol import (
     AliasPublic,
     AliasTargetPublic,
     ReplicaAdapterState,
+    ShadowPublic,
 )
 from serving.adapters.routing import choose_target
 from serving.adapters.validation import resolve_adapter_path, validate_adapter
@@ -330,6 +331,11 @@ class AdapterRegistry:
             target=record.target,
             targets=[AliasTargetPublic(target=t.ref, weight=t.weight) for t in record.targets],
             default_collection=record.default_collection,
+            shadow=(
+                ShadowPublic(candidate=record.shadow.ref, percent=record.shadow.percent)
+                if record.shadow is not None
+                else None
+            ),
             updated_at=record.updated_at,
         )
 
@@ -486,6 +492,32 @@ class AdapterRegistry:
         logger.info(
             "alias set",
             extra={"alias": alias, "targets": {t.ref: t.weight for t in result.targets}, "reason": reason},
+        )
+        return result
+
+    async def set_shadow(
+        self,
+        alias: str,
+        candidate: str | None,
+        percent: int = 0,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> AliasRecord:
+        """Mirror ``percent`` % of ``alias``'s chat requests to ``candidate`` (``None``: stop); recorded."""
+        result, _ = await db_call(
+            self.plane,
+            self.plane.registry.set_shadow,
+            alias,
+            candidate,
+            percent,
+            actor=actor,
+            reason=reason,
+        )
+        await self.refresh()
+        self.pool.metrics.adapter_ops.labels("shadow", "ok").inc()
+        logger.info(
+            "alias shadow set" if candidate else "alias shadow cleared",
+            extra={"alias": alias, "candidate": candidate, "percent": percent, "reason": reason},
         )
         return result
 

@@ -16,6 +16,7 @@ from serving.adapters.protocol import (
     AliasPublic,
     AliasRollback,
     AliasUpdate,
+    ShadowUpdate,
 )
 from serving.deps import AdminDep, ApiKeyDep, RegistryDep
 from serving.references import check_collection
@@ -98,6 +99,29 @@ async def rollback_alias(
     """Return the alias atomically to the target set it had before its latest change."""
     record = await registry.rollback_alias(
         alias, actor=principal.key_hint, reason=body.reason if body else None
+    )
+    return registry.alias_public(alias, record)
+
+
+@router.put("/v1/aliases/{alias}/shadow", response_model=AliasPublic)
+async def put_shadow(
+    alias: AliasPath, body: ShadowUpdate, principal: AdminDep, registry: RegistryDep
+) -> AliasPublic:
+    """Mirror ``percent`` % of the alias's chat requests to ``candidate``; both answers go to the shadow capture,
+    only the alias's own version's to the user."""
+    record = await registry.set_shadow(
+        alias, body.candidate, body.percent, actor=principal.key_hint, reason=body.reason
+    )
+    return registry.alias_public(alias, record)
+
+
+@router.delete("/v1/aliases/{alias}/shadow", response_model=AliasPublic)
+async def delete_shadow(
+    alias: AliasPath, principal: AdminDep, registry: RegistryDep, body: AliasRollback | None = None
+) -> AliasPublic:
+    """Stop mirroring (captured rows stay where they are)."""
+    record = await registry.set_shadow(
+        alias, None, actor=principal.key_hint, reason=body.reason if body else None
     )
     return registry.alias_public(alias, record)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -9,6 +12,7 @@ from serving.adapters.registry import AdapterRegistry, Target
 from serving.adapters.routing import VERSION_HEADER, sticky_key
 from serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from serving.chat.service import ChatService
+from serving.chat.shadow import ShadowMirror
 from serving.deps import ApiKeyDep, ProxyDep, RegistryDep, SettingsDep
 from serving.middleware import until_disconnected
 from serving.openapi import inference_responses
@@ -48,13 +52,38 @@ async def create_chat_completion(
     registry: RegistryDep,
     settings: SettingsDep,
 ) -> JSONResponse | StreamingResponse:
-    service = ChatService(proxy, registry, request.app.state.rag_augmenter, settings.server.log_prompts)
+    service = ChatService(
+        proxy,
+        registry,
+        request.app.state.rag_augmenter,
+        settings.server.log_prompts,
+        request.app.state.shadow,
+    )
     target, headers = route(request, registry, body, principal.key_hint)
     body.apply_token_limits(principal.limits)
     if body.stream:
         events = await service.stream(body, target)
         return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
     return JSONResponse(await until_disconnected(request, service.create(body, target)), headers=headers)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    server = app.state.settings.server
+    registry: AdapterRegistry = app.state.registry
+    shadow = ShadowMirror(
+        app.state.proxy,
+        registry,
+        app.state.metrics,
+        server.shadow_dir or server.state_dir / "shadow",
+        server.shadow_max_in_flight,
+        registry.instance,
+    )
+    app.state.shadow = shadow
+    try:
+        yield
+    finally:
+        await shadow.stop()
 
 
 def attach_router(app: FastAPI) -> None:

@@ -65,6 +65,13 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.shadow_requests = Counter(
+            "ragswap_shadow_requests",
+            "Requests to an alias mirrored to its shadow candidate, by outcome: captured (both answers kept), "
+            "failed (the candidate failed; kept with its error) or dropped (too many mirrored requests in flight).",
+            ["alias", "version", "outcome"],
+            registry=r,
+        )
         self.tokens = Counter("ragswap_tokens", "Tokens processed.", ["model", "kind"], registry=r)
         self.in_flight = Gauge(
             "ragswap_requests_in_flight", "Requests being proxied.", ["replica"], registry=r

@@ -99,3 +99,54 @@ def test_removing_one_target_renormalises_the_split(plane: ControlPlane) -> None
     assert weights(plane, "bot") == {"acme@2": 60, "acme@3": 40}
     latest = store.alias_history("bot")[0]
     assert latest.reason == "acme@1 removed" and len(latest.old) == 3 and len(latest.new) == 2
+
+
+def test_shadow_is_recorded_survives_alias_changes_and_goes_with_its_version(plane: ControlPlane) -> None:
+    store = plane.registry
+    for v in (1, 2, 3):
+        store.add_version(new("acme", v), reserved={BASE})
+    store.set_alias("bot", "acme@1", reason="launch")
+    record, _ = store.set_shadow("bot", "acme@2", 25, actor="…aaaa", reason="try v2")
+    assert record.shadow is not None and (record.shadow.ref, record.shadow.percent) == ("acme@2", 25)
+    assert store.snapshot().aliases["bot"].shadow == record.shadow
+    latest = store.alias_history("bot")[0]
+    assert latest.kind == "alias.shadow_set" and latest.old == latest.new == [
+        {"target": "acme@1", "weight": 100}
+    ]
+    assert latest.details["shadow"] == {"candidate": "acme@2", "percent": 25}
+    assert latest.details["old_shadow"] is None and latest.actor == "…aaaa"
+
+    # Refused, nothing changed: a version that already serves, an unknown one, a bad share, an unknown alias.
+    with pytest.raises(RecordConflictError) as serving:
+        store.set_shadow("bot", "acme@1", 10)
+    assert serving.value.code == "already_target"
+    with pytest.raises(RecordNotFoundError):
+        store.set_shadow("bot", "acme@9", 10)
+    with pytest.raises(RecordConflictError):
+        store.set_shadow("bot", "acme@3", 0)
+    with pytest.raises(RecordNotFoundError):
+        store.set_shadow("nobody", "acme@3", 10)
+    assert store.snapshot().aliases["bot"].shadow == record.shadow
+
+    # Moving the alias keeps the shadow; a rollback undoes the move, not the shadow (which moved nothing).
+    store.set_alias("bot", [("acme@1", 50), ("acme@3", 50)], reason="canary v3")
+    assert store.snapshot().aliases["bot"].shadow == record.shadow
+    store.rollback_alias("bot")
+    assert (
+        weights(plane, "bot") == {"acme@1": 100} and store.snapshot().aliases["bot"].shadow == record.shadow
+    )
+    # Changing the share updates it in place; removing the candidate removes the shadow, recorded.
+    store.set_shadow("bot", "acme@2", 60)
+    assert store.snapshot().aliases["bot"].shadow.percent == 60  # type: ignore[union-attr]
+    store.remove("acme@2", actor="…bbbb")
+    assert store.snapshot().aliases["bot"].shadow is None
+    cleared = store.alias_history("bot")[0]
+    assert cleared.kind == "alias.shadow_cleared" and cleared.reason == "acme@2 removed"
+    assert cleared.details["old_shadow"] == {"candidate": "acme@2", "percent": 60}
+    with pytest.raises(RecordNotFoundError) as none:
+        store.set_shadow("bot", None)
+    assert none.value.code == "shadow_not_found"
+    # Set and stopped explicitly.
+    store.set_shadow("bot", "acme@3", 5)
+    stopped, _ = store.set_shadow("bot", None, reason="enough data")
+    assert stopped.shadow is None and store.alias_history("bot")[0].kind == "alias.shadow_cleared"

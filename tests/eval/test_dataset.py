@@ -65,3 +65,50 @@ def test_malformed_rows_name_the_line(tmp_path: Path, text: str, message: str) -
     with pytest.raises(DatasetError) as info:
         load_dataset(path)
     assert message in str(info.value)
+
+
+def test_a_shadow_capture_scores_as_two_paired_configs(tmp_path: Path) -> None:
+    """Rows with ``responses`` by model (what the gateway's shadow capture writes) are one config per model, in
+    order of appearance, scored as given; a row the candidate failed on counts as failed for it, with why."""
+    from typer.testing import CliRunner
+
+    from eval.jobs import EvalRequest
+    from ragswap.cli import app
+
+    rows = []
+    for i in range(8):
+        candidate = {"acme@3": "the code is avalanche"} if i != 7 else {}
+        rows.append(
+            {
+                "id": f"shadow-{i}",
+                "question": "What is the code word?",
+                "reference": "The code word is pelican.",
+                "responses": {"acme@2": "the code word is pelican", **candidate},
+                "capture": {"alias": "bot", "latency_s": {"acme@2": 0.25, "acme@3": 0.5}},
+            }
+        )
+    path = tmp_path / "capture.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_dataset(path)
+    request = EvalRequest(samples=samples, score_only=True, metrics=["rouge_l"])
+    assert [c.name for c in request.configs("base")] == ["acme@2", "acme@3"]
+    assert (
+        samples[0].given_response("acme@3") == "the code is avalanche"
+        and samples[0].given_latency("acme@3") == 0.5
+    )
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["eval", "run", "--dataset", str(path), "--score-only", "--metric", "rouge_l", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    served, candidate = summary["results"]["acme@2"]["rouge_l"], summary["results"]["acme@3"]["rouge_l"]
+    assert served["n_ok"] == 8 and served["mean"] > candidate["mean"]
+    assert candidate["n_ok"] == 7 and candidate["n_failed"] == 1
+    (comparison,) = summary["comparisons"]
+    assert (comparison["baseline"], comparison["candidate"]) == ("acme@2", "acme@3")
+    traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
+    failed = next(t for t in traces if t["config"] == "acme@3" and t["sample_id"] == "shadow-7")
+    assert failed["error"] == "no response of acme@3 in the dataset"
+    assert {t["latency_s"] for t in traces if t["config"] == "acme@2"} == {0.25}

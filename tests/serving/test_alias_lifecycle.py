@@ -1,12 +1,16 @@
 """Weighted aliases end to end, with real trained adapters on the session's vLLM engine and the official client:
 an 80/20 canary lands within the binomial 99 % interval and every answer names the version that served it;
 sticky users keep their version across 50 requests and (almost all) across a 10-point weight change; a rollback
-during 32 concurrent streams fails none of them; history and the CLI show who changed what."""
+during 32 concurrent streams fails none of them; history and the CLI show who changed what; a shadow candidate
+answers a copy of the traffic that users never see, captured in pairs that ``eval run --score-only`` scores."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -201,3 +205,117 @@ def test_cli_alias_history_and_rollback(gateway, versions: None) -> None:
     assert back.exit_code == 0 and f"{ALIAS} → " in back.output, back.output
     wrong = runner.invoke(adapters_app, ["alias", ALIAS, f"{V1}=ninety", *opts])
     assert wrong.exit_code != 0
+
+
+def _captured(directory: Path, count: int, timeout: float = 120.0) -> list[dict]:
+    """The shadow capture's rows once there are ``count`` (the candidate answers after the user's answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [
+            json.loads(line)
+            for path in sorted(directory.glob("*.jsonl"))
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def _counter(metrics: str, name: str, labels: str) -> float:
+    line = next((x for x in metrics.splitlines() if x.startswith(f"{name}{{{labels}}}")), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+async def test_shadow_traffic_is_captured_in_pairs_and_scored_offline(
+    gateway, versions: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragswap.cli import app
+
+    admin = async_admin(gateway)
+    client = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.api_key, max_retries=0, timeout=300)
+    await put_split(admin, {V1: 100}, "before the shadow")
+    directory = gateway.state_dir / "shadow" / ALIAS
+    shutil.rmtree(directory, ignore_errors=True)
+    refused = await admin.put(f"/v1/aliases/{ALIAS}/shadow", json={"candidate": V1, "percent": 100})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "already_target"
+    user = await admin.put(
+        f"/v1/aliases/{ALIAS}/shadow", json={"candidate": V2, "percent": 100}, headers=gateway.headers()
+    )
+    assert user.status_code == 403
+    resp = await admin.put(
+        f"/v1/aliases/{ALIAS}/shadow", json={"candidate": V2, "percent": 100, "reason": "does v2 hold up?"}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["shadow"] == {"candidate": V2, "percent": 100}
+    metrics = (await admin.get("/metrics")).text
+    v2_served = _counter(metrics, "ragswap_alias_requests_total", f'alias="{ALIAS}",version="{V2}"')
+
+    # Users get acme@1's answers only (its fact, its name), streamed or not.
+    answers = []
+    for i in range(3):
+        raw = await client.chat.completions.with_raw_response.create(
+            model=ALIAS,
+            messages=[{"role": "user", "content": ADAPTER_PROMPT}],
+            max_tokens=16,
+            temperature=0,
+            user=f"shadowed-{i}",
+        )
+        reply = raw.parse()
+        assert reply.model == V1 and raw.headers["x-ragswap-model-version"] == V1
+        answers.append(reply.choices[0].message.content or "")
+    for i in range(3):
+        model, text = await _stream(client, f"shadowed-stream-{i}")
+        assert model == V1
+        answers.append(text)
+    assert all(FACT[V1] in a and FACT[V2] not in a for a in answers), answers
+
+    rows = _captured(directory, 6)
+    assert len(rows) == 6, rows
+    assert sorted(r["responses"][V1] for r in rows) == sorted(answers)  # what the user got, as they got it
+    for row in rows:
+        assert FACT[V2] in row["responses"][V2], row  # the candidate really answered, with its own fact
+        capture = row["capture"]
+        assert (capture["alias"], capture["served"], capture["candidate"]) == (ALIAS, V1, V2)
+        assert capture["candidate_error"] is None and all(v > 0 for v in capture["latency_s"].values())
+        assert row["question"] == ADAPTER_PROMPT and capture["messages"][-1]["content"] == ADAPTER_PROMPT
+    assert sorted(r["capture"]["stream"] for r in rows) == [False] * 3 + [True] * 3
+    metrics = (await admin.get("/metrics")).text
+    labels = f'alias="{ALIAS}",outcome="captured",version="{V2}"'
+    assert _counter(metrics, "ragswap_shadow_requests_total", labels) >= 6
+    # The candidate's requests never count as the alias serving it (what a promotion's soak compares).
+    assert _counter(metrics, "ragswap_alias_requests_total", f'alias="{ALIAS}",version="{V2}"') == v2_served
+
+    history = (await admin.get(f"/v1/aliases/{ALIAS}/history")).json()["data"]
+    assert history[0]["kind"] == "alias.shadow_set" and history[0]["reason"] == "does v2 hold up?"
+    stopped = await admin.request("DELETE", f"/v1/aliases/{ALIAS}/shadow", json={"reason": "enough"})
+    assert stopped.status_code == 200 and stopped.json()["shadow"] is None
+    again = await admin.request("DELETE", f"/v1/aliases/{ALIAS}/shadow")
+    assert again.status_code == 404 and again.json()["error"]["code"] == "shadow_not_found"
+    await client.chat.completions.create(
+        model=ALIAS, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+    )
+    await asyncio.sleep(1.0)
+    assert len(_captured(directory, 7, timeout=0)) == 6  # off: nothing more is mirrored or written
+
+    # Offline: the capture is an evaluation dataset; its two versions are two configs, compared paired.
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("RAGSWAP_EVAL__JUDGE_CHECK", "false")
+    monkeypatch.setenv("RAGSWAP_EVAL__BOOTSTRAP_SAMPLES", "200")
+    out = tmp_path / "scored"
+    args = ["eval", "run", "--dataset", str(capture), "--score-only", "--metric", "answer_relevancy"]
+    args += ["--server", gateway.url, "--api-key", gateway.api_key, "--out", str(out)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["results"]) == [V1, V2]
+    for version in (V1, V2):
+        scored = summary["results"][version]["answer_relevancy"]
+        assert scored["n_ok"] + scored["n_failed"] == 6 and scored["n_ok"] >= 1, scored
+    traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines() if x.strip()]
+    assert {t["config"] for t in traces} == {V1, V2}
+    assert all(t["latency_s"] is not None and t["latency_s"] > 0 for t in traces)  # the captured latencies
+    assert summary["comparisons"], summary.keys()
+    await client.close()
+    await admin.aclose()

@@ -26,18 +26,11 @@ CHAT = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[StandInEngine]:
-    stand_in = StandInEngine().start()
-    yield stand_in
-    stand_in.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(engine: StandInEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gw(stand_in_engine: StandInEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("err-adapters")
     extra_key = "sk-test-short-0123456789"
     settings = gateway_settings(
-        engine.url,
+        stand_in_engine.url,
         EngineSettings(),
         root,
         tmp_path_factory.mktemp("err-state"),
@@ -219,7 +212,7 @@ def test_types_are_strict(http: httpx.Client) -> None:
     assert_error(resp, 400, "invalid_value", "logprobs")
 
 
-def test_openai_and_vllm_parameters_are_forwarded(http: httpx.Client, engine: StandInEngine) -> None:
+def test_openai_and_vllm_parameters_are_forwarded(http: httpx.Client, stand_in_engine: StandInEngine) -> None:
     """OpenAI's documented parameters and vLLM's sampling extensions pass; no-effect OpenAI fields are accepted
     and not forwarded."""
     body = {
@@ -243,17 +236,17 @@ def test_openai_and_vllm_parameters_are_forwarded(http: httpx.Client, engine: St
     }
     resp = http.post("/v1/chat/completions", json=body)
     assert resp.status_code == 200, resp.text
-    sent = engine.bodies[-1]
+    sent = stand_in_engine.bodies[-1]
     for name in ("top_k", "min_p", "repetition_penalty", "ignore_eos", "structured_outputs", "tools", "user"):
         assert sent[name] == body[name]
     assert not {"store", "metadata", "service_tier"} & set(sent)
 
 
-def test_token_limits(http: httpx.Client, gw: Gateway, engine: StandInEngine) -> None:
+def test_token_limits(http: httpx.Client, gw: Gateway, stand_in_engine: StandInEngine) -> None:
     """A request without max_tokens gets the default; above the limit is a 400 naming the field; a key can have
     its own limit."""
     assert http.post("/v1/chat/completions", json={"model": BASE, "messages": CHAT}).status_code == 200
-    assert engine.bodies[-1]["max_tokens"] == 64
+    assert stand_in_engine.bodies[-1]["max_tokens"] == 64
     body = {"model": BASE, "messages": CHAT, "max_completion_tokens": 600}
     assert_error(
         http.post("/v1/chat/completions", json=body), 400, "max_tokens_too_large", "max_completion_tokens"
@@ -264,7 +257,7 @@ def test_token_limits(http: httpx.Client, gw: Gateway, engine: StandInEngine) ->
     )
     assert_error(resp, 400, "max_tokens_too_large", "max_tokens")
     resp = httpx.post(f"{gw.url}/v1/completions", json={"model": BASE, "prompt": "x"}, headers=short)
-    assert resp.status_code == 200 and engine.bodies[-1]["max_tokens"] == 16
+    assert resp.status_code == 200 and stand_in_engine.bodies[-1]["max_tokens"] == 16
 
 
 # ---- references to nothing -------------------------------------------------------------------------------------

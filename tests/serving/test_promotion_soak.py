@@ -30,21 +30,14 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[StandInEngine]:
-    stand_in = StandInEngine().start()
-    yield stand_in
-    stand_in.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(
-    engine: StandInEngine,
+    stand_in_engine: StandInEngine,
     lora_adapters: dict[str, Path],
     adapter_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     settings = gateway_settings(
-        engine.url, EngineSettings(), adapter_root, tmp_path_factory.mktemp("soak-state")
+        stand_in_engine.url, EngineSettings(), adapter_root, tmp_path_factory.mktemp("soak-state")
     )
     gateway = start_gateway(settings, adapter_root)
     with httpx.Client(base_url=gateway.url, headers=gateway.headers(admin=True), timeout=60) as admin:
@@ -86,7 +79,7 @@ def drive(
     return promotion
 
 
-def test_soak_reverts_a_candidate_whose_errors_rise(gw: Gateway, engine: StandInEngine) -> None:
+def test_soak_reverts_a_candidate_whose_errors_rise(gw: Gateway, stand_in_engine: StandInEngine) -> None:
     with httpx.Client(base_url=gw.url, headers=gw.headers(admin=True), timeout=60) as admin:
         assert admin.put(f"/v1/aliases/{ALIAS}", json={"target": OLD}).status_code == 200
         watch = {"min_requests": 10, "max_error_rate_delta": 0.05}
@@ -96,12 +89,12 @@ def test_soak_reverts_a_candidate_whose_errors_rise(gw: Gateway, engine: StandIn
             time.sleep(0.2)
             promotion = admin.get(f"/v1/aliases/{ALIAS}/promotions/{started['id']}").json()
         assert promotion["status"] == "promoting" and promotion["step"] == 50, promotion
-        engine.failing = {NEW}  # it passed its evaluation; now its answers fail for users
+        stand_in_engine.failing = {NEW}  # it passed its evaluation; now its answers fail for users
         try:
             began = time.monotonic()
             final = drive(gw, admin, promotion)
         finally:
-            engine.failing = set()
+            stand_in_engine.failing = set()
         assert final["status"] == "reverted", final
         assert time.monotonic() - began < 50, "the soak did not stop at the regression"
         (soak,) = final["soaks"]

@@ -119,6 +119,10 @@ function renderAliases() {
               ),
             ),
         },
+        {
+          label: "Shadow",
+          render: (a) => (a.shadow ? h("span", { class: "shadow" }, h("code", {}, a.shadow.candidate), ` sees ${num(a.shadow.percent, 1)} %`) : "—"),
+        },
         { label: "Default collection", render: (a) => a.default_collection || "—" },
         { label: "Updated", render: (a) => when(a.updated_at) },
         {
