@@ -50,7 +50,7 @@ from rich.table import Table
 
 from bench._common import machine, percentile, spawn, write_results
 from ragswap.model_store import ModelSettings, resolve_model
-from serving.engine import EngineProcess, EngineSettings
+from serving.engine import EngineProcess, EngineSettings, engine_dtype
 
 BASE = "smollm2-135m-instruct"
 TOPICS = [
@@ -635,7 +635,7 @@ def main() -> None:
         "runs": runs,
         "config": {
             "model": BASE,
-            "dtype": "bfloat16",
+            "dtype": engine_dtype(EngineSettings().dtype),  # what the engines ran with (`auto` resolved here)
             "requests": args.requests,
             "max_tokens": args.max_tokens,
             "adapters_mixed": 4,

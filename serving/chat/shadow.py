@@ -142,18 +142,23 @@ class ShadowMirror:
         parts: list[str] = []
         citations: list[dict[str, Any]] | None = None
         failed = False
-        async for event in events:
-            yield event
-            if not event.startswith("data: {"):
-                continue
-            chunk = json.loads(event[len("data: ") :])
-            if "error" in chunk:
-                failed = True
-            if "citations" in chunk:
-                citations = chunk["citations"]
-            for choice in chunk.get("choices") or []:
-                if choice.get("index", 0) == 0:
-                    parts.append((choice.get("delta") or {}).get("content") or "")
+        try:
+            async for event in events:
+                yield event
+                if not event.startswith("data: {"):
+                    continue
+                chunk = json.loads(event[len("data: ") :])
+                if "error" in chunk:
+                    failed = True
+                if "citations" in chunk:
+                    citations = chunk["citations"]
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) == 0:
+                        parts.append((choice.get("delta") or {}).get("content") or "")
+        finally:  # a client that went away closes this generator: close the relay now, not when collected
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
         if not failed:
             on_done(Served("".join(parts), time.perf_counter() - started, citations))
 

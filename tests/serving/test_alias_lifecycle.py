@@ -286,6 +286,21 @@ async def test_shadow_traffic_is_captured_in_pairs_and_scored_offline(
     # The candidate's requests never count as the alias serving it (what a promotion's soak compares).
     assert _counter(metrics, "ragswap_alias_requests_total", f'alias="{ALIAS}",version="{V2}"') == v2_served
 
+    # A client that goes away mid-stream is not mirrored (there is no whole answer to pair).
+    gone = await client.chat.completions.create(
+        model=ALIAS,
+        messages=[{"role": "user", "content": ADAPTER_PROMPT}],
+        max_tokens=256,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},  # long enough to be under way when the client leaves
+    )
+    async for _ in gone:
+        break
+    await gone.close()
+    await asyncio.sleep(2.0)
+    assert len(_captured(directory, 7, timeout=0)) == 6
+
     history = (await admin.get(f"/v1/aliases/{ALIAS}/history")).json()["data"]
     assert history[0]["kind"] == "alias.shadow_set" and history[0]["reason"] == "does v2 hold up?"
     stopped = await admin.request("DELETE", f"/v1/aliases/{ALIAS}/shadow", json={"reason": "enough"})
