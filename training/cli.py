@@ -211,6 +211,10 @@ def train_reranker_cmd(
         str | None, typer.Option(help="Start from this model, e.g. an embedder trained on the same data.")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
+    mini_batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Pairs the listwise loss runs at once (bounds memory; same gradients)."),
+    ] = None,
 ) -> None:
     """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
     _train_retriever("reranker", locals())

@@ -152,6 +152,7 @@ def train_reranker(
     batch_size: int = 16,
     learning_rate: float = 1e-4,
     max_length: int = 256,
+    mini_batch_size: int = 32,
     rerank_depth: int = 30,
     max_corpus_docs: int | None = None,
     loss: str = "listwise",
@@ -173,6 +174,10 @@ def train_reranker(
             (``train_embedder``'s output) is a better start than the off-the-shelf one (measured: docs/training.md).
         negatives: BM25 hard negatives per query (label 0) next to its relevant documents (label 1).
         epochs / max_steps / batch_size / learning_rate / max_length: training schedule and input size.
+        mini_batch_size: (query, passage) pairs run through the model at once by the listwise loss, which
+            caches gradients (GradCache) so a step's ``batch_size * (1 + 2 * negatives)`` pairs never all hold
+            activations together: same gradients as scoring them at once, memory bounded by this number
+            (measured: docs/training.md). Without it a default step (240 pairs of 256 tokens) took over 18 GB.
         rerank_depth: BM25 candidates reranked in the evaluation.
         max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
         loss: ``bce`` (each pair labelled relevant or not) or ``listwise`` (each positive scored against its
@@ -190,7 +195,7 @@ def train_reranker(
     )
     from sentence_transformers.cross_encoder.losses import (
         BinaryCrossEntropyLoss,
-        MultipleNegativesRankingLoss,
+        CachedMultipleNegativesRankingLoss,
     )
     from transformers import set_seed
 
@@ -256,7 +261,9 @@ def train_reranker(
             args=args,
             train_dataset=train_ds,
             loss=(
-                MultipleNegativesRankingLoss(model, num_negatives=negatives)
+                CachedMultipleNegativesRankingLoss(
+                    model, num_negatives=negatives, mini_batch_size=mini_batch_size
+                )
                 if loss == "listwise"
                 else BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
             ),
@@ -299,13 +306,14 @@ def train_reranker(
             "train_pairs": len(train_ds),
         },
         hyperparameters={
-            "loss": "MultipleNegativesRankingLoss" if loss == "listwise" else "BinaryCrossEntropyLoss",
+            "loss": "CachedMultipleNegativesRankingLoss" if loss == "listwise" else "BinaryCrossEntropyLoss",
             "negatives": negatives,
             "epochs": epochs,
             "max_steps": max_steps,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
             "max_length": max_length,
+            **({"mini_batch_size": mini_batch_size} if loss == "listwise" else {}),
             "rerank_depth": rerank_depth,
             "max_positives": max_positives,
             "seed": seed,
