@@ -139,21 +139,16 @@ def bench_facts(n_facts: int, epochs: float, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _split(data_dir: Path, quick: bool) -> tuple[list[str], list[str], dict[str, Any]]:
-    from retrieval import load_beir, split_queries
-
-    train_ids, eval_ids = split_queries(list(load_beir(data_dir).qrels), 0.5, seed=42)
-    if quick:
-        return train_ids[:150], eval_ids[:60], {"max_corpus_docs": 1500}
-    return train_ids, eval_ids, {}
-
-
 def bench_retriever(kind: str, data_dir: Path, workdir: Path, quick: bool) -> dict[str, Any]:
     """Train the reranker or the embedder with its defaults; its figures under ``<kind>_*`` keys."""
     from ragswap import ModelSettings
+    from retrieval import load_beir, split_queries
     from training import train_embedder, train_reranker
 
-    train_ids, eval_ids, options = _split(data_dir, quick)
+    train_ids, eval_ids = split_queries(list(load_beir(data_dir).qrels), 0.5, seed=42)
+    options: dict[str, Any] = {"max_corpus_docs": 1500} if quick else {}
+    if quick:
+        train_ids, eval_ids = train_ids[:150], eval_ids[:60]
     train = train_reranker if kind == "reranker" else train_embedder
     result = train(
         data_dir,
@@ -164,6 +159,8 @@ def bench_retriever(kind: str, data_dir: Path, workdir: Path, quick: bool) -> di
         **options,
     )
     figures = {
+        "scifact_train_queries": len(train_ids),
+        "scifact_heldout_queries": len(eval_ids),
         f"{kind}_ndcg10_untrained": round(result.ndcg10_before, 4),
         f"{kind}_ndcg10_trained": round(result.ndcg10_after, 4),
         f"{kind}_steps": result.steps,
@@ -175,10 +172,7 @@ def bench_retriever(kind: str, data_dir: Path, workdir: Path, quick: bool) -> di
 
 
 def bench_retrievers(data_dir: Path, workdir: Path, quick: bool, kinds: list[str]) -> dict[str, Any]:
-    train_ids, eval_ids, _ = _split(data_dir, quick)
     results: dict[str, Any] = {
-        "scifact_train_queries": len(train_ids),
-        "scifact_heldout_queries": len(eval_ids),
         "corpus": "1500-doc subset" if quick else "full (5,183 docs)",
         "trained": kinds,
     }
