@@ -5,7 +5,10 @@ One vLLM engine (CPU build), ``ragswap serve`` / ``ragswap worker`` child proces
 
 1. **Chat latency while evaluations run** — one embedded gateway (SQLite, its own evaluation worker): chat p95
    with nothing else running vs while evaluation jobs of 20 samples run back to back, once per embedded worker
-   mode (``process``, the default; ``thread``), side by side. The jobs score samples that already carry answers
+   mode (``process``, the default, which yields to serving; ``process-no-yield``; ``thread``), side by side. The
+   chats run back to back (the worst case for a yielding worker: it scores one sample per
+   ``worker.yield_max_wait_s``); the default is also measured with 1 s of think time between a client's chats
+   (``paced``), where the worker scores in the gaps. The jobs score samples that already carry answers
    (RAGAS ``EvaluationDataset`` rows) with the metrics that need no judge — the per-sample work that used to run on
    the gateway's event loop (trace writes, scoring, embeddings for semantic similarity, bootstrap summaries). A
    judged job would also share the engine with the chats, which measures the engine, not the control plane.
@@ -80,8 +83,11 @@ def headers(admin: bool = False) -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN if admin else USER}"}
 
 
-async def chat_load(url: str, n: int, concurrency: int = 2) -> list[tuple[float, float, float]]:
-    """``n`` short chat completions, ``concurrency`` at a time: (start, end, latency ms) each."""
+async def chat_load(
+    url: str, n: int, concurrency: int = 2, think_s: float = 0.0
+) -> list[tuple[float, float, float]]:
+    """``n`` short chat completions, ``concurrency`` clients each waiting ``think_s`` after an answer: (start, end,
+    latency ms) each."""
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key=USER, max_retries=0, timeout=300)
     out: list[tuple[float, float, float]] = []
     queue = list(range(n))
@@ -98,13 +104,15 @@ async def chat_load(url: str, n: int, concurrency: int = 2) -> list[tuple[float,
             )
             end = time.monotonic()
             out.append((start, end, (end - start) * 1000))
+            if think_s:
+                await asyncio.sleep(think_s)
 
     await asyncio.gather(*(runner() for _ in range(concurrency)))
     await client.close()
     return out
 
 
-async def chats_during_eval(url: str, n: int) -> tuple[list[float], int, float]:
+async def chats_during_eval(url: str, n: int, think_s: float = 0.0) -> tuple[list[float], int, float]:
     """Chat latencies (ms) of requests that ran entirely while evaluation jobs were running; jobs are kept queued
     two deep so the worker never idles. Returns the latencies, the jobs finished, the busy fraction."""
     running: list[tuple[float, float]] = []
@@ -139,7 +147,7 @@ async def chats_during_eval(url: str, n: int) -> tuple[list[float], int, float]:
 
     task = asyncio.create_task(jobs())
     await asyncio.sleep(5.0)  # the first jobs are under way (and the worker's models are loaded)
-    loads = await chat_load(url, n)
+    loads = await chat_load(url, n, think_s=think_s)
     stop.set()
     await task
     busy = merge(running)
@@ -166,13 +174,14 @@ def p95(values: list[float]) -> float:
 
 VARIANTS = {
     "process": {"RAGSWAP_WORKER__EMBEDDED": "process"},
-    "process-normal-priority": {
+    "process-no-yield": {
         "RAGSWAP_WORKER__EMBEDDED": "process",
-        "RAGSWAP_WORKER__CPU_PRIORITY": "normal",
+        "RAGSWAP_WORKER__YIELD_TO_SERVING": "false",
     },
     "thread": {"RAGSWAP_WORKER__EMBEDDED": "thread"},
 }
-"""Embedded worker variants measured side by side; ``process`` (at ``cpu_priority: idle``) is the default."""
+"""Embedded worker variants measured side by side; ``process`` (``cpu_priority: idle``, yielding) is the default."""
+PACED_THINK_S = 1.0
 
 
 def bench_eval_isolation(
@@ -205,6 +214,18 @@ def bench_eval_isolation(
             "eval_jobs_finished": jobs,
             "worker_busy_fraction": round(sum(busy) / len(busy), 2),
         }
+        if variant == "process":
+            idle = [ms for _, _, ms in asyncio.run(chat_load(gw.url, n // rounds, think_s=PACED_THINK_S))]
+            inside, finished, covered = asyncio.run(chats_during_eval(gw.url, n // rounds, PACED_THINK_S))
+            out[variant]["paced"] = {
+                "think_s": PACED_THINK_S,
+                "chat_p95_ms_idle": p95(idle),
+                "chat_p95_ms_during_eval": p95(inside),
+                "ratio": round(p95(inside) / p95(idle), 3),
+                "chats_during_eval": len(inside),
+                "eval_jobs_finished": finished,
+                "worker_busy_fraction": round(covered, 2),
+            }
         console.print(f"embedded worker {variant}: {out[variant]}")
         gw.stop()
     return out
@@ -390,8 +411,16 @@ def main() -> None:
         for variant, figures in results["eval_isolation"].items():
             table.add_row(
                 f"chat p95 idle / during eval / ratio ({variant} worker)",
-                f"{figures['chat_p95_ms_idle']} / {figures['chat_p95_ms_during_eval']} ms / {figures['ratio']}",
+                f"{figures['chat_p95_ms_idle']} / {figures['chat_p95_ms_during_eval']} ms / {figures['ratio']}"
+                f" ({figures['eval_jobs_finished']} jobs finished)",
             )
+            if "paced" in figures:
+                paced = figures["paced"]
+                table.add_row(
+                    f"  same, chats {paced['think_s']} s apart per client",
+                    f"{paced['chat_p95_ms_idle']} / {paced['chat_p95_ms_during_eval']} ms / {paced['ratio']}"
+                    f" ({paced['eval_jobs_finished']} jobs finished)",
+                )
     if "scale_out" in results:
         scale = results["scale_out"]
         kill = scale["worker_kill"]

@@ -42,6 +42,8 @@ _EXPORTS = {
     "cli_app": "eval.cli",
     "execute_run": "eval.runner",
     "TraceSink": "eval.runner",
+    "Pace": "eval.runner",
+    "TRAFFIC_HEADER": "eval.platform",
     "RunSpec": "eval.runner",
     "render_report": "eval.report",
     "write_report": "eval.report",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from eval.records import EvalSample, RunConfig, RunSummary
-from eval.runner import ProgressCallback, RunSpec, TraceSink, execute_run, new_run_id
+from eval.runner import Pace, ProgressCallback, RunSpec, TraceSink, execute_run, new_run_id
 from eval.settings import ALL_METRICS, EvalSettings
 
 if TYPE_CHECKING:
@@ -104,9 +104,13 @@ class PreparedRun:
     """The embedding model, resolved from the settings when a metric needs it."""
 
     async def execute(
-        self, progress: ProgressCallback | None = None, sink: TraceSink | None = None
+        self,
+        progress: ProgressCallback | None = None,
+        sink: TraceSink | None = None,
+        pace: Pace | None = None,
     ) -> RunSummary:
-        """Run it; traces go to ``sink`` when given (and then no run directory is written)."""
+        """Run it; traces go to ``sink`` when given (and then no run directory is written); ``pace`` is awaited
+        before each sample (see :data:`eval.runner.Pace`)."""
         from eval.platform import PlatformClient
         from eval.scoring import JudgeConfig, build_scorer
 
@@ -141,6 +145,7 @@ class PreparedRun:
                 concurrency=settings.generation_concurrency,
                 progress=progress,
                 sink=sink,
+                pace=pace,
             )
         finally:
             if platform is not None:

@@ -64,6 +64,12 @@ def parse_chunks(body: Any) -> list[RetrievedChunk]:
     return chunks
 
 
+TRAFFIC_HEADER = "x-ragswap-traffic"
+"""Header every evaluation request carries (value ``evaluation``): gateways leave such requests out of the
+interactive load they report on ``GET /load``, which evaluation workers yield to."""
+EVALUATION_TRAFFIC = {TRAFFIC_HEADER: "evaluation"}
+
+
 def openai_http_client(asgi_app: Any | None, timeout_s: float) -> Any:
     """The openai client's HTTP client: in-process to ``asgi_app`` when given (the gateway calling itself)."""
     if asgi_app is None:
@@ -97,7 +103,7 @@ class PlatformClient:
         self.root = api_root(url)
         self.max_tokens = max_tokens
         self.default_top_k = default_top_k
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {**EVALUATION_TRAFFIC, **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         transport = httpx.ASGITransport(app=asgi_app) if asgi_app is not None else None
         self.http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
         self.openai = AsyncOpenAI(
@@ -105,6 +111,7 @@ class PlatformClient:
             api_key=api_key or "x",
             timeout=timeout_s,
             max_retries=1,
+            default_headers=EVALUATION_TRAFFIC,
             http_client=openai_http_client(asgi_app, timeout_s),
         )
 

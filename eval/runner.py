@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +43,9 @@ from ragswap import write_atomic
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+Pace = Callable[[], Awaitable[None]]
+"""Awaited before each sample's work and before the summary: a caller that must not compete with other work for
+the CPU (an evaluation worker beside a serving gateway) waits there until it may go on."""
 
 
 class RunSpec(BaseModel):
@@ -209,6 +212,7 @@ async def execute_run(
     progress: ProgressCallback | None = None,
     report: bool = True,
     sink: TraceSink | None = None,
+    pace: Pace | None = None,
 ) -> RunSummary:
     """Run (or resume) ``spec``; returns the summary.
 
@@ -236,6 +240,8 @@ async def execute_run(
     async def one(config: RunConfig, sample: EvalSample) -> None:
         nonlocal finished
         async with semaphore:
+            if pace is not None:
+                await pace()
             trace = await _trace_for(sample, config, platform)
             trace.scores = await scorer.score(sample, trace)
         async with lock:
@@ -247,6 +253,8 @@ async def execute_run(
     await asyncio.gather(*(one(c, s) for c, s in todo))
     seconds = time.perf_counter() - start
     stats = scorer.judge_stats()
+    if pace is not None:
+        await pace()
     traces = await asyncio.to_thread(sink.all)
     # Off the event loop: the bootstrap statistics of every comparison take a while.
     summary = await asyncio.to_thread(

@@ -85,7 +85,7 @@ class JudgeConfig:
         from openai import AsyncOpenAI
 
         from eval.cache import JudgeCache
-        from eval.platform import openai_http_client
+        from eval.platform import EVALUATION_TRAFFIC, openai_http_client
 
         base = self.url.rstrip("/")
         base = base if base.endswith("/v1") else f"{base}/v1"
@@ -94,6 +94,7 @@ class JudgeConfig:
             api_key=self.api_key,
             timeout=self.timeout_s,
             max_retries=0,
+            default_headers=EVALUATION_TRAFFIC,
             http_client=openai_http_client(asgi_app, self.timeout_s),
         )
         return JudgeLLM(

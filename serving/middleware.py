@@ -1,6 +1,6 @@
 """ASGI middleware: request ids, request-size limit, the last-resort error answer, one structured log line and the
-error metric per request (no prompt text); and :func:`until_disconnected`, which cancels a handler's work when
-its client goes away.
+error metric per request (no prompt text), the interactive load (:class:`ServingLoad`); and
+:func:`until_disconnected`, which cancels a handler's work when its client goes away.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouched.
 """
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eval import TRAFFIC_HEADER
 from serving.errors import (
     CLIENT_CLOSED_REQUEST,
     GatewayError,
@@ -46,10 +47,42 @@ def endpoint_label(scope: Scope) -> str:
     return str(name) if name else "unmatched"
 
 
+INTERACTIVE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/retrieve"})
+"""Requests someone waits for: evaluation workers beside the gateway pause while any of them is in flight."""
+
+
+class ServingLoad:
+    """Interactive requests in flight on this gateway, and when the last one ended (``GET /load``).
+
+    Requests marked as evaluation traffic (the ``x-ragswap-traffic: evaluation`` header every evaluation client
+    sends) are not counted: a worker must not wait for its own requests.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_end: float | None = None
+        """``time.monotonic()`` when the last interactive request ended (None: none yet)."""
+
+    def idle_s(self) -> float | None:
+        """Seconds since the last interactive request ended (0 while one is in flight, None: never one)."""
+        if self.in_flight:
+            return 0.0
+        return None if self.last_end is None else time.monotonic() - self.last_end
+
+
+def _interactive(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    return (
+        scope.get("method") == "POST"
+        and scope.get("path") in INTERACTIVE_PATHS
+        and headers.get(TRAFFIC_HEADER.encode()) != b"evaluation"
+    )
+
+
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, load: ServingLoad | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.load = load or ServingLoad()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,6 +114,9 @@ class GatewayMiddleware:
                     raise _TooLarge(self.max_body)
             return message
 
+        interactive = _interactive(scope, headers)
+        if interactive:
+            self.load.in_flight += 1
         try:
             if size > self.max_body:
                 raise _TooLarge(self.max_body)
@@ -99,6 +135,9 @@ class GatewayMiddleware:
                 return  # the response had started (a stream): the connection is cut, nothing more to say
             await _send_error(send_wrapper, err)
         finally:
+            if interactive:
+                self.load.in_flight -= 1
+                self.load.last_end = time.monotonic()
             code = status["code"] or CLIENT_CLOSED_REQUEST
             extra: dict[str, Any] = {
                 "request_id": request_id,
@@ -166,4 +205,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 def install_middleware(app: FastAPI) -> None:
-    app.add_middleware(GatewayMiddleware, max_body=app.state.settings.server.max_request_bytes)
+    app.state.load = ServingLoad()
+    app.add_middleware(
+        GatewayMiddleware, max_body=app.state.settings.server.max_request_bytes, load=app.state.load
+    )

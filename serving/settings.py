@@ -135,8 +135,20 @@ class WorkerSettings(BaseModel):
     api_key: SecretStr | None = None
     """Bearer key the worker uses on the gateway. Empty: the first ``server.api_keys`` (else admin) key."""
     cpu_priority: Literal["idle", "low", "normal"] = "idle"
-    """CPU priority of worker processes: ``idle`` (Linux ``SCHED_IDLE``: scoring only uses CPU time that serving
-    leaves unused), ``low`` (nice 10) or ``normal``. A thread worker (``embedded: thread``) always runs at the
-    gateway's priority: lowering a thread that holds the GIL would stall the gateway with it."""
+    """CPU priority of worker processes: ``idle`` (Linux ``SCHED_IDLE``), ``low`` (nice 10) or ``normal``. A
+    thread worker (``embedded: thread``) always runs at the gateway's priority: lowering a thread that holds the
+    GIL would stall the gateway with it. On its own this does not protect serving on a virtual machine (measured:
+    one ``SCHED_IDLE`` busy process beside the engine still made chats 2.7x slower); ``yield_to_serving`` does."""
+    yield_to_serving: bool | None = None
+    """Before each sample (and before the summary) wait while the gateway serves interactive requests (chat,
+    completions, retrieve; its ``GET /load``), so evaluation on the serving machine does not slow them. Empty:
+    on for the worker ``ragswap serve`` runs beside the gateway, off for ``ragswap worker`` processes (give those
+    machines of their own, or set it when they share the engine's)."""
+    yield_quiet_s: float = Field(default=0.5, ge=0, le=60)
+    """How long serving must have been idle before a yielding worker goes on (covers a client's gap between two
+    requests)."""
+    yield_max_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a yielding worker waits: under continuous interactive load a job still scores one sample per this
+    many seconds."""
     health_port: int | None = Field(default=None, ge=1, le=65535)
     """``ragswap worker`` answers ``GET /health`` (alive) and ``GET /ready`` (database reachable) on this port."""

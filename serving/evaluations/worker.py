@@ -82,6 +82,46 @@ def gateway_answers(url: str) -> bool:
         return False
 
 
+class ServingYield:
+    """The pace of a worker that shares the serving machine (an :data:`eval.runner.Pace`): waits while the gateway
+    has interactive requests in flight, or had one in the last ``quiet_s``, at most ``max_wait_s``.
+
+    ``SCHED_IDLE`` alone is not enough: on a virtual machine the hypervisor does not see guest priorities, and
+    the engine's OpenMP threads wait at every barrier for the one that a busy worker delayed. Samples pass one
+    at a time through a wait, so continuous load lets one sample through per ``max_wait_s``, not a burst. A
+    gateway that does not answer ``/load`` (an older one, or it is restarting) is not waited for.
+    """
+
+    def __init__(self, url: str, quiet_s: float, max_wait_s: float, poll_s: float = 0.05) -> None:
+        self.url = f"{url}/load"
+        self.quiet_s = quiet_s
+        self.max_wait_s = max_wait_s
+        self.poll_s = poll_s
+        self.waited_s = 0.0
+        """Seconds spent waiting so far (for logs and tests)."""
+        self._lock = asyncio.Lock()
+        self._http = httpx.AsyncClient(timeout=2.0)
+
+    async def busy(self) -> bool:
+        try:
+            body = (await self._http.get(self.url)).json()
+            idle = body["idle_s"]
+            return bool(body["interactive_in_flight"]) or (idle is not None and idle < self.quiet_s)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
+
+    async def __call__(self) -> None:
+        async with self._lock:
+            start = time.monotonic()
+            # Polls another process (the gateway's /load): there is no event to wait on.
+            while await self.busy() and time.monotonic() - start < self.max_wait_s:  # noqa: ASYNC110
+                await asyncio.sleep(self.poll_s)
+            self.waited_s += time.monotonic() - start
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
 def _failed(trace: Any) -> bool:
     return trace.error is not None or any(s.status == "failed" for s in trace.scores.values())
 
@@ -128,10 +168,20 @@ class DatabaseTraceSink:
 class EvaluationWorker:
     """Claims and runs jobs until :meth:`stop`; a job interrupted by the stop goes back to the queue."""
 
-    def __init__(self, settings: Settings, plane: ControlPlane, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        plane: ControlPlane,
+        worker_id: str | None = None,
+        *,
+        embedded: bool = False,
+    ) -> None:
         from controlplane import instance_id
 
         self.settings = settings
+        cfg = settings.worker
+        self.yields = cfg.yield_to_serving if cfg.yield_to_serving is not None else embedded
+        """Whether samples wait for serving to be idle (:class:`ServingYield`)."""
         self.plane = plane
         self.id = worker_id or instance_id("worker")
         self.gateway_url = gateway_url(settings)
@@ -234,6 +284,10 @@ class EvaluationWorker:
                     logger.warning("lease renewal failed", extra={"job": job_id, "error": str(exc)})
 
         beat = asyncio.create_task(heartbeat(), name=f"lease-{job_id}")
+        cfg = self.settings.worker
+        pace = (
+            ServingYield(self.gateway_url, cfg.yield_quiet_s, cfg.yield_max_wait_s) if self.yields else None
+        )
         logger.info(
             "evaluation job claimed",
             extra={"job": job_id, "worker": self.id, "attempt": claimed.attempt, "done": claimed.record.done},
@@ -244,11 +298,18 @@ class EvaluationWorker:
                 request, self.settings, server_url=self.gateway_url, api_key=self.api_key, run_id=job_id
             )
             sink = DatabaseTraceSink(self.plane.jobs, job_id, self.id, claimed.attempt, self.gateway_url)
-            summary = await prepared.execute(sink=sink)
+            summary = await prepared.execute(sink=sink, pace=pace)
             await self.plane.call(
                 self.plane.jobs.finish, job_id, self.id, "succeeded", summary=summary.model_dump(mode="json")
             )
-            logger.info("evaluation job succeeded", extra={"job": job_id, "worker": self.id})
+            logger.info(
+                "evaluation job succeeded",
+                extra={
+                    "job": job_id,
+                    "worker": self.id,
+                    "yielded_s": round(pace.waited_s, 1) if pace is not None else None,
+                },
+            )
         except LeaseLostError as exc:
             logger.info("evaluation job lost; stopping it", extra={"job": job_id, "reason": exc.message})
         except GatewayUnavailableError as exc:
@@ -272,6 +333,8 @@ class EvaluationWorker:
                 )
         finally:
             beat.cancel()
+            if pace is not None:
+                await pace.aclose()
 
 
 # ---- embedded in the gateway ---------------------------------------------------------------------------------
@@ -281,7 +344,7 @@ class EmbeddedWorkerThread:
     """A worker in a thread of the gateway process, on the gateway's control plane (shares its GIL)."""
 
     def __init__(self, settings: Settings, plane: ControlPlane) -> None:
-        self.worker = EvaluationWorker(settings, plane)
+        self.worker = EvaluationWorker(settings, plane, embedded=True)
         self._thread = threading.Thread(target=self._main, name="ragswap-eval-worker", daemon=True)
 
     def _main(self) -> None:
@@ -430,7 +493,7 @@ def run_worker_process(settings: Settings, *, embedded_by: int | None = None) ->
         state_dir=settings.server.state_dir,
         import_legacy=False,
     )
-    worker = EvaluationWorker(settings, plane)
+    worker = EvaluationWorker(settings, plane, embedded=embedded_by is not None)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

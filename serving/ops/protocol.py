@@ -51,3 +51,12 @@ class ReplicaPublic(BaseModel):
 class ReplicaList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ReplicaPublic]
+
+
+class LoadStatus(BaseModel):
+    """``GET /load``: the interactive requests this gateway serves now (what evaluation workers yield to)."""
+
+    interactive_in_flight: int = Field(description="Chat, completion and retrieve requests in flight")
+    idle_s: float | None = Field(
+        description="Seconds since the last one ended (0 while one is in flight; null: none since start)"
+    )

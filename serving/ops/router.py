@@ -1,13 +1,14 @@
-"""``/health`` (the process answers), ``/ready`` (≥1 replica serves), ``/metrics`` (Prometheus)."""
+"""``/health`` (the process answers), ``/ready`` (≥1 replica serves), ``/load`` (interactive requests in flight),
+``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import ApiKeyDep, MetricsDep, PoolDep
-from serving.ops.protocol import ReadyStatus, ReplicaList, ReplicaPublic, ReplicaReadiness
+from serving.ops.protocol import LoadStatus, ReadyStatus, ReplicaList, ReplicaPublic, ReplicaReadiness
 
 router = APIRouter(tags=["operations"])
 
@@ -31,6 +32,15 @@ async def ready(pool: PoolDep) -> JSONResponse:
         replicas=[ReplicaReadiness(replica=r.index, state=r.state, ready=r.ready) for r in pool.replicas],
     )
     return JSONResponse(status_code=200 if status.ready_replicas else 503, content=status.model_dump())
+
+
+@router.get("/load", response_model=LoadStatus)
+async def load(request: Request) -> LoadStatus:
+    """Interactive requests in flight (evaluation traffic not counted): embedded evaluation workers poll it and
+    pause between samples while serving is busy (``worker.yield_to_serving``). No key needed, like ``/ready``."""
+    state = request.app.state.load
+    idle = state.idle_s()
+    return LoadStatus(interactive_in_flight=state.in_flight, idle_s=None if idle is None else round(idle, 3))
 
 
 @router.get("/v1/replicas", response_model=ReplicaList)

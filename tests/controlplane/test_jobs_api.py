@@ -3,12 +3,14 @@ gateway, run by the embedded worker (a child process on SQLite, a thread on Post
 reported from the database (results, traces, the HTML report), and cancelled.
 
 The jobs score answered rows with metrics that need no judge, so no LLM is involved: the engine behind the gateway
-is a stand-in (a tiny HTTP server answering ``/v1/models``) that is never asked to generate anything. The same
+is a stand-in (a tiny HTTP server answering ``/v1/models``, and chat completions that wait until the test lets
+them finish, to hold interactive requests in flight) whose answers are never scored. The same
 flows against the real engine, with a judge and a restart mid-job, are in ``tests/eval/test_api_jobs.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from controlplane import ControlPlane
+from eval import TRAFFIC_HEADER
 from serving.engine import EngineSettings
 from tests.conftest import Gateway, free_port, gateway_settings, start_gateway
 
@@ -36,6 +39,9 @@ ROWS = [
     }
     for i in range(6)
 ]
+RELEASE = threading.Event()
+"""Set: the stand-in engine's chat completions answer (cleared: they wait)."""
+RELEASE.set()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,19 @@ def stand_in_engine() -> Iterator[str]:
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": BASE, "object": "model", "parent": None}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> dict[str, Any]:
+        await asyncio.to_thread(RELEASE.wait, 60)
+        message = {"role": "assistant", "content": "ok"}
+        return {
+            "id": "chatcmpl-stand-in",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": BASE,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
@@ -64,7 +83,8 @@ def gateway_on(db_url: str, stand_in_engine: str, tmp_path: Path) -> Iterator[Ga
     settings = gateway_settings(
         stand_in_engine, EngineSettings(), tmp_path, tmp_path / "state", database_url=db_url
     )
-    settings.worker = settings.worker.model_copy(update={"embedded": mode, "poll_interval_s": 0.2})
+    update = {"embedded": mode, "poll_interval_s": 0.2, "yield_quiet_s": 0.2}
+    settings.worker = settings.worker.model_copy(update=update)
     gw = start_gateway(settings, tmp_path)
     try:
         yield gw
@@ -116,6 +136,48 @@ def test_job_runs_on_the_worker_and_reports_from_the_database(gateway_on: Gatewa
     assert finished.status_code == 409 and finished.json()["error"]["code"] == "evaluation_finished"
     listed = httpx.get(url, headers=headers).json()["data"]
     assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_embedded_worker_yields_to_interactive_requests(gateway_on: Gateway) -> None:
+    """While a chat is in flight on the gateway the embedded worker scores nothing; evaluation traffic (the
+    ``x-ragswap-traffic: evaluation`` header) does not count as load; once serving is idle the job finishes."""
+    gw, url, headers = gateway_on, f"{gateway_on.url}/v1/evaluations", gateway_on.headers()
+    assert httpx.get(f"{gw.url}/load").json() == {"interactive_in_flight": 0, "idle_s": None}
+    RELEASE.clear()
+    answers: list[httpx.Response] = []
+    chat = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+    def post(extra: dict[str, str]) -> None:
+        answers.append(
+            httpx.post(f"{gw.url}/v1/chat/completions", json=chat, headers={**headers, **extra}, timeout=60)
+        )
+
+    clients = [threading.Thread(target=post, args=(h,)) for h in ({}, {TRAFFIC_HEADER: "evaluation"})]
+    try:
+        for t in clients:
+            t.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gw.url}/load").json()["interactive_in_flight"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # both requests are in flight now; only the interactive one counts
+        assert httpx.get(f"{gw.url}/load").json() == {"interactive_in_flight": 1, "idle_s": 0.0}
+
+        body = {"name": "ir", "dataset": ROWS, "metrics": ["mrr", "rouge_l"], "score_only": True}
+        job = httpx.post(url, json=body, headers=headers).json()
+        wait(gw, job["id"], lambda b: b["status"] != "queued")
+        time.sleep(2.0)
+        held = httpx.get(f"{url}/{job['id']}", headers=headers).json()
+        assert held["status"] == "running" and held["progress"]["done"] == 0, held
+    finally:
+        RELEASE.set()
+        for t in clients:
+            t.join(30)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    final = wait(gw, job["id"], lambda b: b["status"] in ("succeeded", "failed", "cancelled"))
+    assert final["status"] == "succeeded" and final["progress"] == {"done": 6, "total": 6}, final
+    load = httpx.get(f"{gw.url}/load").json()
+    assert load["interactive_in_flight"] == 0 and load["idle_s"] > 0
 
 
 def test_cancel_and_errors(gateway_on: Gateway) -> None:

@@ -339,7 +339,7 @@ def test_openapi_declares_what_the_gateway_answers(gw: Gateway) -> None:
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and path != "/ready":
                     assert response["content"]["application/json"]["schema"] == error_ref, (method, path)
-            if path not in {"/health", "/ready", "/metrics", "/openapi.json"}:
+            if path not in {"/health", "/ready", "/load", "/metrics", "/openapi.json"}:
                 assert "401" in responses, (method, path)
     chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert {"400", "401", "404", "413", "415", "502", "503"} <= set(chat)
