@@ -79,10 +79,10 @@ def _interactive(scope: Scope, headers: dict[bytes, bytes]) -> bool:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, max_body: int, load: ServingLoad | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, load: ServingLoad) -> None:
         self.app = app
         self.max_body = max_body
-        self.load = load or ServingLoad()
+        self.load = load
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
