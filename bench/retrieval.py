@@ -31,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,20 +179,30 @@ def latencies(
 def trained_model(
     kind: str, args: argparse.Namespace, fit: list[str], choose: list[str], **options: Any
 ) -> tuple[str | None, dict[str, Any]]:
-    """A reranker or embedder trained on ``fit`` (cached by data, queries, options and trainer defaults)."""
+    """A reranker or embedder trained on ``fit`` (cached by data, its config and the trainer's code)."""
     import inspect
 
-    from training import RetrieverManifest, train_embedder, train_reranker
+    from training import (
+        EmbedderConfig,
+        RerankerConfig,
+        RetrieverManifest,
+        train_embedder,
+        train_reranker,
+    )
 
     given = args.reranker if kind == "reranker" else args.embedder
     if given:
         return str(given), {"source": "given", "path": str(given)}
-    train = train_reranker if kind == "reranker" else train_embedder
-    defaults = {n: p.default for n, p in inspect.signature(train).parameters.items() if n != "progress"}
-    source = inspect.getsource(sys.modules[train.__module__])
+    config_type = RerankerConfig if kind == "reranker" else EmbedderConfig
+    config = config_type.parse(
+        {"train_query_ids": fit, "eval_query_ids": choose, "max_steps": args.train_steps, **options}
+    )
+    train: Callable[..., Any] = train_reranker if kind == "reranker" else train_embedder
+    source = "".join(
+        inspect.getsource(sys.modules[m]) for m in (train.__module__, RetrieverManifest.__module__)
+    )
     key = hashlib.sha1(
-        f"{kind}|{args.dataset.resolve()}|{','.join(fit)}|{args.train_steps}|{sorted(defaults.items())}|{source}|"
-        f"{sorted(options.items())}".encode()
+        f"{kind}|{args.dataset.resolve()}|{config.model_dump_json()}|{source}".encode()
     ).hexdigest()[:12]
     out = CACHE / f"{kind}-{key}"
     if not (out / "config.json").is_file():
@@ -201,17 +211,7 @@ def trained_model(
         console.print(f"training the {kind} on {len(fit)} queries -> {out}")
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        train(
-            args.dataset,
-            tmp,
-            models=ModelSettings(),
-            train_query_ids=fit,
-            eval_query_ids=choose,
-            split="train",
-            max_steps=args.train_steps,
-            progress=True,
-            **options,
-        )
+        train(args.dataset, tmp, models=ModelSettings(), config=config, progress=True)
         tmp.rename(out)
     manifest = RetrieverManifest.read(out)
     return str(out), {
@@ -316,7 +316,9 @@ def scale_bench(
     name = "scale"
     service.create_collection(name)
     service.store.save_spec(service.store.spec(name).model_copy(update={"bm25": spec.bm25}))
-    rates: list[float] = []
+    timed: list[
+        tuple[int, float]
+    ] = []  # (chunks, seconds) of each write, the optimizer runs it triggers included
     written = 0
     started = time.perf_counter()
     with Progress(console=console) as bar:
@@ -355,12 +357,17 @@ def scale_bench(
                 n += 1
             t = time.perf_counter()
             service.store.write(name, points, [])
-            rates.append(batch / (time.perf_counter() - t))
+            timed.append((batch, time.perf_counter() - t))
             written += batch
             bar.update(task, completed=written)
     ingest_s = time.perf_counter() - started
-    tenth = max(1, len(rates) // 10)
-    first, last = float(np.mean(rates[:tenth])), float(np.mean(rates[-tenth:]))
+    tenth = max(1, len(timed) // 10)
+
+    def rate(window: list[tuple[int, float]]) -> float:
+        return sum(n for n, _ in window) / sum(s for _, s in window)
+
+    first, last = rate(timed[:tenth]), rate(timed[-tenth:])
+    slowest = max(timed, key=lambda w: w[1])
     search_only = latencies(service, name, query_texts, query_vectors, mode="hybrid")
     e2e = latencies(service, name, query_texts, None, mode="hybrid")
     info = getattr(service.store, "info", lambda _: {})(name)
@@ -372,12 +379,14 @@ def scale_bench(
     return {
         "chunks": written,
         "points": info.get("points"),
-        "batches": len(rates),
+        "batches": len(timed),
         "batch_chunks": batch_chunks,
         "ingest_seconds": round(ingest_s, 1),
         "ingest_first_10pct_chunks_per_s": round(first, 1),
         "ingest_last_10pct_chunks_per_s": round(last, 1),
         "ingest_last_vs_first": round(last / first, 3),
+        "ingest_chunks_per_s": round(written / sum(s for _, s in timed), 1),
+        "slowest_write_s": round(slowest[1], 2),
         "p50_ms": e2e["p50"],
         "p95_ms": e2e["p95"],
         "p50_ms_search_only": search_only["p50"],
@@ -387,8 +396,9 @@ def scale_bench(
         "segments": info.get("segments"),
         "indexed_vectors": info.get("indexed_vectors"),
         "note": "sections of the real corpus written through the store layer (ChunkStore.write) with precomputed "
-        "vectors; past the corpus, texts are recombined sentences and vectors perturbed copies; rates include the "
-        "engine's indexing at the end of writes; p50/p95 hybrid with the query embedding, *_search_only without",
+        "vectors; past the corpus, texts are recombined sentences and vectors perturbed copies; a rate is the chunks "
+        "of its writes over their seconds, the HNSW builds (Edge's optimizer) the writes trigger included; "
+        "p50/p95 hybrid with the query embedding, *_search_only without",
     }
 
 

@@ -143,21 +143,21 @@ def bench_retriever(kind: str, data_dir: Path, workdir: Path, quick: bool) -> di
     """Train the reranker or the embedder with its defaults; its figures under ``<kind>_*`` keys."""
     from ragswap import ModelSettings
     from retrieval import load_beir, split_queries
-    from training import train_embedder, train_reranker
+    from training import EmbedderConfig, RerankerConfig, train_embedder, train_reranker
 
     train_ids, eval_ids = split_queries(list(load_beir(data_dir).qrels), 0.5, seed=42)
     options: dict[str, Any] = {"max_corpus_docs": 1500} if quick else {}
     if quick:
         train_ids, eval_ids = train_ids[:150], eval_ids[:60]
-    train = train_reranker if kind == "reranker" else train_embedder
-    result = train(
-        data_dir,
-        workdir / kind,
-        models=ModelSettings(),
-        train_query_ids=train_ids,
-        eval_query_ids=eval_ids,
-        **options,
-    )
+    options |= {"train_query_ids": train_ids, "eval_query_ids": eval_ids}
+    if kind == "reranker":
+        result = train_reranker(
+            data_dir, workdir / kind, models=ModelSettings(), config=RerankerConfig(**options)
+        )
+    else:
+        result = train_embedder(
+            data_dir, workdir / kind, models=ModelSettings(), config=EmbedderConfig(**options)
+        )
     figures = {
         "scifact_train_queries": len(train_ids),
         "scifact_heldout_queries": len(eval_ids),

@@ -13,9 +13,9 @@ from training.config import DatasetSpec, RecipeError, TrainConfig, load_config, 
 from training.data import DatasetError
 from training.merge import MergeError, export_merged, merge_adapters
 from training.register import RegisterError, register_adapter
-from training.retrievers.common import RetrieverManifest, RetrieverTrainResult
-from training.retrievers.embedder import train_embedder
-from training.retrievers.reranker import train_reranker
+from training.retrievers.common import RetrieverConfig, RetrieverManifest, RetrieverTrainResult
+from training.retrievers.embedder import EmbedderConfig, train_embedder
+from training.retrievers.reranker import RerankerConfig, train_reranker
 from training.trainer import HardwareError, TrainResult, train
 
 if TYPE_CHECKING:
@@ -24,10 +24,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DatasetError",
     "DatasetSpec",
+    "EmbedderConfig",
     "HardwareError",
     "MergeError",
     "RecipeError",
     "RegisterError",
+    "RerankerConfig",
+    "RetrieverConfig",
     "RetrieverManifest",
     "RetrieverTrainResult",
     "TrainConfig",

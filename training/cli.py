@@ -7,6 +7,7 @@ package's part of the ``ragswap adapters`` group, which ``ragswap.cli`` composes
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+
+from training.retrievers.common import RetrieverConfig, RetrieverTrainResult
+from training.retrievers.embedder import EmbedderConfig
+from training.retrievers.reranker import RerankerConfig
 
 console = Console()
 
@@ -139,53 +144,112 @@ def train_sft(
                 raise typer.Exit(1)
 
 
-def _retriever_options(
-    data_dir: Path, train_queries: Path | None, eval_queries: Path | None
-) -> dict[str, Any]:
-    def ids(path: Path | None) -> list[str] | None:
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path else None
-
-    return {"data_dir": data_dir, "train_query_ids": ids(train_queries), "eval_query_ids": ids(eval_queries)}
+CONFIGS: dict[str, type[RetrieverConfig]] = {"reranker": RerankerConfig, "embedder": EmbedderConfig}
 
 
-DataDir = Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")]
-OutDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where the trained model goes.")]
-TrainIds = Annotated[Path | None, typer.Option(help="File of training query ids, one a line.")]
-EvalIds = Annotated[Path | None, typer.Option(help="File of held-apart query ids, one a line.")]
-Epochs = Annotated[float | None, typer.Option(help="Default: the trainer's (measured) default.")]
-BatchSize = Annotated[int | None, typer.Option(help="Default: the trainer's default.")]
-LearningRate = Annotated[float | None, typer.Option(help="Default: the trainer's default.")]
+def _query_ids(path: Path | None) -> list[str] | None:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path else None
 
 
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user set; the rest fall back to the training function's defaults (one source of them)."""
-    return {name: value for name, value in options.items() if value is not None}
+def _retriever_parameters(kind: str, config: type[RetrieverConfig]) -> list[inspect.Parameter]:
+    """The options both ``ragswap train reranker`` and ``ragswap train embedder`` take (the shared part of the
+    trainers' :class:`RetrieverConfig`), as typer parameters. An option left unset (``None``) falls back to the
+    trainer's default (``config``'s, shown in the help)."""
+
+    def option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    def default_help(name: str) -> str:
+        return f"Default: {config.model_fields[name].default}."
+
+    return [
+        option(
+            "data_dir",
+            Annotated[
+                Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
+            ],
+            inspect.Parameter.empty,
+        ),
+        option(
+            "output_dir",
+            Annotated[Path, typer.Option("--output-dir", "-o", help="Where the trained model goes.")],
+            Path("outputs") / kind,
+        ),
+        option(
+            "train_queries",
+            Annotated[Path | None, typer.Option(help="File of training query ids, one a line.")],
+        ),
+        option(
+            "eval_queries",
+            Annotated[Path | None, typer.Option(help="File of held-apart query ids, one a line.")],
+        ),
+        option("split", Annotated[str | None, typer.Option(help="qrels split (default: train).")]),
+        option(
+            "base_model", Annotated[str | None, typer.Option(help="Start from this model (default: MiniLM).")]
+        ),
+        option("epochs", Annotated[float | None, typer.Option(help=default_help("epochs"))]),
+        option(
+            "max_steps", Annotated[int | None, typer.Option(help="Stop after this many steps (-1: epochs).")]
+        ),
+        option("batch_size", Annotated[int | None, typer.Option(help=default_help("batch_size"))]),
+        option("learning_rate", Annotated[float | None, typer.Option(help=default_help("learning_rate"))]),
+        option(
+            "max_corpus_docs", Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")]
+        ),
+        option("seed", Annotated[int | None, typer.Option(help="Data order, splits and initialisation.")]),
+    ]
 
 
-def _train_retriever(kind: Literal["reranker", "embedder"], command: dict[str, Any]) -> None:
-    """Run ``train_<kind>`` with the options the user set (the rest are the trainer's defaults) and the configured
+def _retriever_command(
+    kind: Literal["reranker", "embedder"],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``ragswap train <kind>``: the decorated function declares only the options of that trainer (its
+    docstring is the command's help); the shared ones come from :func:`_retriever_parameters`, and both run
+    :func:`_train_retriever`."""
+
+    def register(declared: Callable[..., None]) -> Callable[..., None]:
+        def command(**options: Any) -> None:
+            _train_retriever(kind, options)
+
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(declared, eval_str=True).parameters.values()
+        ]
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*_retriever_parameters(kind, CONFIGS[kind]), *own]
+        )
+        command.__doc__ = declared.__doc__
+        train_app.command(kind)(command)
+        return declared
+
+    return register
+
+
+def _train_retriever(kind: Literal["reranker", "embedder"], options: dict[str, Any]) -> None:
+    """Run ``train_<kind>`` with the options the user set (the rest are its config's defaults) and the configured
     model store; print nDCG@10 on the held-apart queries before and after.
 
-    ``command`` is the command's parameters (its ``locals()``): besides the data folder and the two query-id files,
-    each is the trainer's keyword argument of the same name, so both commands share this one plumbing.
+    Besides the data folder, the output folder and the two query-id files, each option is the field of the same
+    name of the trainer's config, so both commands share this one plumbing.
     """
-    options = dict(command)
-    data = _retriever_options(
-        options.pop("data_dir"), options.pop("train_queries"), options.pop("eval_queries")
-    )
     from ragswap import load_settings
     from training.config import RecipeError
-    from training.retrievers import embedder, reranker
-    from training.retrievers.common import RetrieverTrainResult
+    from training.retrievers.embedder import train_embedder
+    from training.retrievers.reranker import train_reranker
 
-    trainers: dict[str, Callable[..., RetrieverTrainResult]] = {
-        "reranker": reranker.train_reranker,
-        "embedder": embedder.train_embedder,
-    }
-    train = trainers[kind]
+    options = dict(options)
+    data_dir, output_dir = options.pop("data_dir"), options.pop("output_dir")
+    given = {name: value for name, value in options.items() if value is not None}
+    given["train_query_ids"] = _query_ids(given.pop("train_queries", None))
+    given["eval_query_ids"] = _query_ids(given.pop("eval_queries", None))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    trainers: dict[str, Callable[..., RetrieverTrainResult]] = {
+        "reranker": train_reranker,
+        "embedder": train_embedder,
+    }
     try:
-        result = train(**data, models=load_settings().models, **_given(**options))
+        config = CONFIGS[kind].parse(given)
+        result = trainers[kind](data_dir, output_dir, models=load_settings().models, config=config)
     except RecipeError as exc:
         raise _fail(exc) from exc
     console.print(
@@ -194,47 +258,30 @@ def _train_retriever(kind: Literal["reranker", "embedder"], command: dict[str, A
     )
 
 
-@train_app.command("reranker")
+@_retriever_command("reranker")
 def train_reranker_cmd(
-    data_dir: DataDir,
-    output_dir: OutDir = Path("outputs/reranker"),
-    train_queries: TrainIds = None,
-    eval_queries: EvalIds = None,
-    split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    epochs: Epochs = None,
-    max_steps: Annotated[int, typer.Option()] = -1,
-    batch_size: BatchSize = None,
-    learning_rate: LearningRate = None,
     negatives: Annotated[int | None, typer.Option(help="BM25 hard negatives per query.")] = None,
-    max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
-    base_model: Annotated[
-        str | None, typer.Option(help="Start from this model, e.g. an embedder trained on the same data.")
-    ] = None,
     loss: Annotated[str | None, typer.Option(help="listwise (default) or bce.")] = None,
     mini_batch_size: Annotated[
         int | None,
         typer.Option(min=1, help="Pairs the listwise loss runs at once (bounds memory; same gradients)."),
     ] = None,
+    rerank_depth: Annotated[
+        int | None, typer.Option(help="BM25 candidates reranked in the evaluation.")
+    ] = None,
 ) -> None:
-    """Fine-tune a cross-encoder reranker (from MiniLM) with BM25 hard negatives; prints nDCG@10 before/after."""
-    _train_retriever("reranker", locals())
+    """Fine-tune a cross-encoder reranker (from MiniLM, or --base-model, e.g. an embedder trained on the same
+    data) with BM25 hard negatives; prints nDCG@10 before/after."""
 
 
-@train_app.command("embedder")
+@_retriever_command("embedder")
 def train_embedder_cmd(
-    data_dir: DataDir,
-    output_dir: OutDir = Path("outputs/embedder"),
-    train_queries: TrainIds = None,
-    eval_queries: EvalIds = None,
-    split: Annotated[str, typer.Option(help="qrels split.")] = "train",
-    epochs: Epochs = None,
-    max_steps: Annotated[int, typer.Option()] = -1,
-    batch_size: BatchSize = None,
-    learning_rate: LearningRate = None,
-    max_corpus_docs: Annotated[int | None, typer.Option(help="Shrink the corpus for a quick run.")] = None,
+    negative_skip: Annotated[
+        int | None,
+        typer.Option(help="BM25 hits left out before the hard negatives (often unjudged positives)."),
+    ] = None,
 ) -> None:
     """Adapt the bi-encoder embedder (in-batch + BM25 hard negatives); prints dense nDCG@10 before/after."""
-    _train_retriever("embedder", locals())
 
 
 def adapters_merge(

@@ -115,7 +115,7 @@ class TrainConfig(BaseModel):
         return "dpo" if any(d.type == "dpo" for d in self.datasets) else "sft"
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def format_errors(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -131,7 +131,7 @@ def parse_config(
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_format_errors(exc), source) from exc
+        raise RecipeError(format_errors(exc), source) from exc
     if base_dir is not None:
         for spec in config.datasets:
             if not spec.path.is_absolute():

@@ -122,22 +122,35 @@ def test_cli_reports_recipe_problems(tmp_path: Path) -> None:
 def test_cli_leaves_unset_retriever_options_to_the_trainer(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The CLI forwards only the options given, so the trainer's measured defaults are the one source of them
-    (the training itself is exercised in test_retrievers.py; here a recorder stands in for it)."""
+    """The CLI sets only the options given, so the trainer's config holds the one set of (measured) defaults, and
+    a bad option is refused before training with the field it concerns (the training itself is exercised in
+    test_retrievers.py; here a recorder stands in for it)."""
     import training.retrievers.embedder as embedder_module
     import training.retrievers.reranker as reranker_module
 
     module = reranker_module if kind == "reranker" else embedder_module
-    calls: list[dict[str, object]] = []
+    config_type = module.RerankerConfig if kind == "reranker" else module.EmbedderConfig  # type: ignore[attr-defined]
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
 
-    def record(**kwargs: object) -> object:
-        calls.append(kwargs)
+    def record(*args: object, **kwargs: object) -> object:
+        calls.append((args, kwargs))
         raise RecipeError(["recorded"])
 
     monkeypatch.setattr(module, f"train_{kind}", record)
+    ids = tmp_path / "train-ids.txt"
+    ids.write_text("q1\nq2\n\n")
     runner = CliRunner()
     assert runner.invoke(app, ["train", kind, str(tmp_path)]).exit_code == 2
-    assert runner.invoke(app, ["train", kind, str(tmp_path), "--epochs", "2.5"]).exit_code == 2
-    default_call, epochs_call = calls
-    assert not {"epochs", "batch_size", "learning_rate", "negatives"} & set(default_call)
-    assert epochs_call["epochs"] == 2.5 and "learning_rate" not in epochs_call
+    args = ["train", kind, str(tmp_path), "--epochs", "2.5", "--train-queries", str(ids), "-o", "x"]
+    assert runner.invoke(app, args).exit_code == 2
+    (default_args, default_call), (given_args, given_call) = calls
+    assert default_args == (tmp_path, Path("outputs") / kind)
+    assert default_call["config"] == config_type()
+    assert given_args == (tmp_path, Path("x"))
+    given = given_call["config"]
+    assert given == config_type(epochs=2.5, train_query_ids=["q1", "q2"])
+    assert given.learning_rate == config_type().learning_rate  # type: ignore[attr-defined]
+
+    bad = runner.invoke(app, ["train", kind, str(tmp_path), "--epochs", "0", "--batch-size", "-2"])
+    assert bad.exit_code == 2 and len(calls) == 2
+    assert "epochs" in bad.output and "batch_size" in bad.output

@@ -20,15 +20,22 @@ import pytest
 
 from ragswap.model_store import ModelSettings
 from retrieval import load_beir, load_reranker, split_queries
-from training import RetrieverManifest, train_embedder, train_reranker
+from training import (
+    EmbedderConfig,
+    RerankerConfig,
+    RetrieverConfig,
+    RetrieverManifest,
+    train_embedder,
+    train_reranker,
+)
 from training.retrievers import common, embedder, mining, reranker
 from training.retrievers.reranker import BLEND_WEIGHTS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "retrieval"
 
 
-def trained(train: Callable[..., Any], name: str, **kwargs: Any) -> tuple[Path, RetrieverManifest]:
-    """``train(FIXTURE, out, **kwargs)`` once per (data, trainer code, arguments); the cached model otherwise."""
+def trained(train: Callable[..., Any], name: str, config: RetrieverConfig) -> tuple[Path, RetrieverManifest]:
+    """``train(FIXTURE, out, config=config)`` once per (data, trainer code, config); the cached model otherwise."""
     from ragswap.settings_base import ragswap_home
 
     digest = hashlib.sha256()
@@ -37,12 +44,12 @@ def trained(train: Callable[..., Any], name: str, **kwargs: Any) -> tuple[Path, 
             digest.update(path.name.encode() + path.read_bytes())
     for module in (common, embedder, mining, reranker):
         digest.update(inspect.getsource(module).encode())
-    digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(config.model_dump(), sort_keys=True, default=str).encode())
     cached = ragswap_home() / "test-cache" / "retrievers" / f"{name}-{digest.hexdigest()[:16]}"
     if not (cached / "ragswap-retriever.json").is_file():
         tmp = cached.with_name(cached.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        train(FIXTURE, tmp, models=ModelSettings(), progress=False, **kwargs)
+        train(FIXTURE, tmp, models=ModelSettings(), config=config, progress=False)
         shutil.rmtree(cached, ignore_errors=True)
         tmp.rename(cached)
     return cached, RetrieverManifest.read(cached)
@@ -60,13 +67,15 @@ def test_reranker_ranks_held_apart_queries_better() -> None:
     folder, manifest = trained(
         train_reranker,
         "reranker",
-        train_query_ids=train_ids,
-        eval_query_ids=eval_ids,
-        negatives=3,
-        epochs=2,
-        batch_size=16,
-        max_length=128,
-        rerank_depth=20,
+        RerankerConfig(
+            train_query_ids=train_ids,
+            eval_query_ids=eval_ids,
+            negatives=3,
+            epochs=2,
+            batch_size=16,
+            max_length=128,
+            rerank_depth=20,
+        ),
     )
     metrics = manifest.metrics
     assert metrics["ndcg10_after"] > metrics["ndcg10_before"] + 0.02, metrics
@@ -86,11 +95,13 @@ def test_embedder_ranks_held_apart_queries_better() -> None:
     _, manifest = trained(
         train_embedder,
         "embedder",
-        train_query_ids=train_ids,
-        eval_query_ids=eval_ids,
-        epochs=1,  # the corpus' paraphrase vocabulary is learnt within an epoch (0.42 -> 0.92 after three)
-        batch_size=32,
-        max_length=128,
+        EmbedderConfig(
+            train_query_ids=train_ids,
+            eval_query_ids=eval_ids,
+            epochs=1,  # the corpus' paraphrase vocabulary is learnt within an epoch (0.42 -> 0.92 after three)
+            batch_size=32,
+            max_length=128,
+        ),
     )
     metrics = manifest.metrics
     assert metrics["ndcg10_after"] > metrics["ndcg10_before"] + 0.02, metrics
@@ -108,4 +119,6 @@ def test_training_refuses_unreadable_data(tmp_path: Path, bad: str) -> None:
     else:
         (data / "corpus.jsonl").write_text("{not json\n")
     with pytest.raises(DatasetError):
-        train_reranker(data, tmp_path / "out", models=ModelSettings(), progress=False, max_steps=1)
+        train_reranker(
+            data, tmp_path / "out", models=ModelSettings(), config=RerankerConfig(max_steps=1), progress=False
+        )

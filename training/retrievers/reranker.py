@@ -14,27 +14,62 @@ candidates are scored once after training and both the "after" figure and the bl
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import PositiveFloat, PositiveInt
 
 from retrieval import BeirData
 from training.retrievers.common import (
-    RetrieverManifest,
+    RetrieverConfig,
     RetrieverTrainResult,
+    fit,
     positives,
     prepare_judged,
+    save_trained,
     stage_bar,
+    trainer_arguments,
 )
-from training.retrievers.mining import CorpusBm25, hard_negatives
+from training.retrievers.mining import CorpusBm25
 
 if TYPE_CHECKING:
     from ragswap import ModelSettings
 
 logger = logging.getLogger(__name__)
 BLEND_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class RerankerConfig(RetrieverConfig):
+    """:func:`train_reranker`'s options (the shared ones: :class:`RetrieverConfig`).
+
+    Attributes:
+        base_model: a domain-trained embedder (``train_embedder``'s output) is a better start than the
+            off-the-shelf one (measured: docs/training.md).
+        negatives: BM25 hard negatives per query (label 0) next to its relevant documents (label 1).
+        mini_batch_size: (query, passage) pairs run through the model at once by the listwise loss, which
+            caches gradients (GradCache) so a step's ``batch_size * (1 + 2 * negatives)`` pairs never all hold
+            activations together: same gradients as scoring them at once, memory bounded by this number
+            (measured: docs/training.md). Without it a default step (240 pairs of 256 tokens) took over 18 GB.
+        rerank_depth: BM25 candidates reranked in the evaluation.
+        loss: ``bce`` (each pair labelled relevant or not) or ``listwise`` (each positive scored against its
+            ``negatives`` hard negatives and the batch's other passages, softmax cross-entropy).
+    """
+
+    epochs: PositiveFloat = 3.0
+    batch_size: PositiveInt = 16
+    learning_rate: PositiveFloat = 1e-4
+    negatives: PositiveInt = 7
+    mini_batch_size: PositiveInt = 32
+    rerank_depth: PositiveInt = 30
+    loss: Literal["listwise", "bce"] = "listwise"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        loss = "CachedMultipleNegativesRankingLoss" if self.loss == "listwise" else "BinaryCrossEntropyLoss"
+        params = super().hyperparameters()
+        if self.loss != "listwise":
+            del params["mini_batch_size"]
+        return params | {"loss": loss}
 
 
 def first_stage(
@@ -141,23 +176,7 @@ def train_reranker(
     output_dir: str | Path,
     *,
     models: ModelSettings,
-    train_query_ids: list[str] | None = None,
-    eval_query_ids: list[str] | None = None,
-    split: str = "train",
-    eval_fraction: float = 0.5,
-    base_model: str = "all-minilm-l6-v2",
-    negatives: int = 7,
-    epochs: float = 3.0,
-    max_steps: int = -1,
-    batch_size: int = 16,
-    learning_rate: float = 1e-4,
-    max_length: int = 256,
-    mini_batch_size: int = 32,
-    rerank_depth: int = 30,
-    max_corpus_docs: int | None = None,
-    loss: str = "listwise",
-    max_positives: int = 4,
-    seed: int = 42,
+    config: RerankerConfig | None = None,
     progress: bool = True,
 ) -> RetrieverTrainResult:
     """Train a cross-encoder reranker and report nDCG@10 of reranking BM25's top ``rerank_depth`` before/after.
@@ -165,25 +184,9 @@ def train_reranker(
     Args:
         data_dir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         output_dir: where the trained CrossEncoder (and ``ragswap-retriever.json``) goes.
-        models: the model store ``base_model`` is resolved in (the entry point's ``settings.models``).
-        train_query_ids: queries to learn from (default: a seeded ``1 - eval_fraction`` share of judged queries).
-        eval_query_ids: held-apart queries for nDCG@10 (default: judged queries not trained on).
-        split: qrels file name under ``qrels/``.
-        eval_fraction: share held apart when neither id list is given.
-        base_model: catalog name or path of the transformer to start from; a domain-trained embedder
-            (``train_embedder``'s output) is a better start than the off-the-shelf one (measured: docs/training.md).
-        negatives: BM25 hard negatives per query (label 0) next to its relevant documents (label 1).
-        epochs / max_steps / batch_size / learning_rate / max_length: training schedule and input size.
-        mini_batch_size: (query, passage) pairs run through the model at once by the listwise loss, which
-            caches gradients (GradCache) so a step's ``batch_size * (1 + 2 * negatives)`` pairs never all hold
-            activations together: same gradients as scoring them at once, memory bounded by this number
-            (measured: docs/training.md). Without it a default step (240 pairs of 256 tokens) took over 18 GB.
-        rerank_depth: BM25 candidates reranked in the evaluation.
-        max_corpus_docs: shrink the corpus (relevant and BM25-near documents kept) for quick runs.
-        loss: ``bce`` (each pair labelled relevant or not) or ``listwise`` (each positive scored against its
-            ``negatives`` hard negatives and the batch's other passages, softmax cross-entropy).
-        max_positives: a query's best-graded relevant documents trained on.
-        seed: data order, splits and head initialisation.
+        models: the model store ``config.base_model`` is resolved in (the entry point's ``settings.models``).
+        config: queries, starting model, loss and schedule (default: :class:`RerankerConfig`'s measured
+            defaults).
         progress: show progress bars (every stage has one).
     """
     import torch
@@ -197,142 +200,71 @@ def train_reranker(
         BinaryCrossEntropyLoss,
         CachedMultipleNegativesRankingLoss,
     )
-    from transformers import set_seed
 
     from ragswap import model_loading, resolve_model
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    set_seed(seed)
-    out = Path(output_dir)
-    with (
-        prepare_judged(
-            Path(data_dir),
-            split,
-            train_query_ids=train_query_ids,
-            eval_query_ids=eval_query_ids,
-            eval_fraction=eval_fraction,
-            max_corpus_docs=max_corpus_docs,
-            seed=seed,
-            progress=progress,
-        ) as judged,
-        stage_bar("mining hard negatives", 1, progress) as bar,
-    ):
-        data, train_ids, eval_ids = judged.data, judged.train_ids, judged.eval_ids
-        negs = hard_negatives(judged.index, data.queries, data.qrels, train_ids, per_query=negatives)
-        candidates = first_stage(data, judged.index, eval_ids, rerank_depth)
-        bar.update(1)
-    qrels = {q: data.qrels[q] for q in eval_ids}
+    config = config or RerankerConfig()
+    with prepare_judged(data_dir, config, negatives=config.negatives, progress=progress) as judged:
+        data = judged.data
+        candidates = first_stage(data, judged.index, judged.eval_ids, config.rerank_depth)
+    qrels = {q: data.qrels[q] for q in judged.eval_ids}
     bm25_ndcg = _ranked_ndcg({q: dict(row) for q, row in candidates.items()}, qrels)
     rows = (
-        _lists(data, negs, train_ids, negatives, max_positives)
-        if loss == "listwise"
-        else _pairs(data, negs, train_ids, max_positives)
+        _lists(data, judged.negatives, judged.train_ids, config.negatives, config.max_positives)
+        if config.loss == "listwise"
+        else _pairs(data, judged.negatives, judged.train_ids, config.max_positives)
     )
-    train_ds = Dataset.from_dict(rows).shuffle(seed=seed)
+    train_ds = Dataset.from_dict(rows).shuffle(seed=config.seed)
     with model_loading():
-        model = CrossEncoder(resolve_model(base_model, models), num_labels=1, max_length=max_length)
+        model = CrossEncoder(
+            resolve_model(config.base_model, models), num_labels=1, max_length=config.max_length
+        )
     before = _ranked_ndcg(
         score_candidates(
             model, data, candidates, desc="scoring held-apart candidates (untrained)", progress=progress
         ),
         qrels,
     )
-    pos_weight = torch.tensor(float(negatives))
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ragswap-reranker-") as scratch:
         args = CrossEncoderTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            max_steps=max_steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            warmup_steps=0.1,
-            weight_decay=0.01,
-            save_strategy="no",
-            logging_steps=10,
-            report_to=[],
-            seed=seed,
-            use_cpu=not torch.cuda.is_available(),
-            disable_tqdm=not progress,
-            dataloader_drop_last=False,
+            **trainer_arguments(config, scratch, progress), weight_decay=0.01, dataloader_drop_last=False
         )
-        trainer = CrossEncoderTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            loss=(
-                CachedMultipleNegativesRankingLoss(
-                    model, num_negatives=negatives, mini_batch_size=mini_batch_size
-                )
-                if loss == "listwise"
-                else BinaryCrossEntropyLoss(model, pos_weight=pos_weight)
-            ),
+        loss = (
+            CachedMultipleNegativesRankingLoss(
+                model, num_negatives=config.negatives, mini_batch_size=config.mini_batch_size
+            )
+            if config.loss == "listwise"
+            else BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.negatives)))
         )
-        trainer.train()
-        steps = trainer.state.global_step
-        history = trainer.state.log_history
-    seconds = time.perf_counter() - started
+        fitted = fit(CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds, loss=loss))
     trained = score_candidates(
         model, data, candidates, desc="scoring held-apart candidates", progress=progress
     )
-    after = _ranked_ndcg(trained, qrels)
     blends = blend_grid(trained, candidates, qrels)
     recommended = max(blends, key=lambda w: (blends[w], w))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    result = RetrieverTrainResult(
-        output_dir=out,
-        ndcg10_before=before,
-        ndcg10_after=after,
-        steps=steps,
-        seconds=seconds,
-        train_queries=len(train_ids),
-        eval_queries=len(eval_ids),
+    result = save_trained(
+        model,
+        output_dir,
+        kind="reranker",
+        config=config,
+        judged=judged,
+        fitted=fitted,
+        before=before,
+        after=_ranked_ndcg(trained, qrels),
+        rows={"train_pairs": len(train_ds)},
+        hyperparameters=config.hyperparameters(),
         metrics={
             "bm25_ndcg10": bm25_ndcg,
             "blended_ndcg10": blends[recommended],
             "recommended_rerank_weight": recommended,
         },
+        manifest_metrics={"blend_ndcg10": {str(w): round(v, 4) for w, v in blends.items()}},
     )
-    RetrieverManifest(
-        kind="reranker",
-        base_model=base_model,
-        data={
-            "beir_sha256": data.fingerprint,
-            "split": split,
-            "corpus_docs": len(data.corpus),
-            "train_query_ids": train_ids,
-            "eval_query_ids": eval_ids,
-            "train_pairs": len(train_ds),
-        },
-        hyperparameters={
-            "loss": "CachedMultipleNegativesRankingLoss" if loss == "listwise" else "BinaryCrossEntropyLoss",
-            "negatives": negatives,
-            "epochs": epochs,
-            "max_steps": max_steps,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "max_length": max_length,
-            **({"mini_batch_size": mini_batch_size} if loss == "listwise" else {}),
-            "rerank_depth": rerank_depth,
-            "max_positives": max_positives,
-            "seed": seed,
-        },
-        metrics={
-            "ndcg10_before": result.ndcg10_before,
-            "ndcg10_after": result.ndcg10_after,
-            **result.metrics,
-            "blend_ndcg10": {str(w): round(v, 4) for w, v in blends.items()},
-            "steps": steps,
-            "wall_seconds": round(seconds, 2),
-            "loss_curve": [[h["step"], h["loss"]] for h in history if "loss" in h],
-        },
-    ).write(out)
     logger.info(
         "reranker nDCG@10 %.4f -> %.4f on %d held-apart queries (BM25 %.4f; blended at w=%.1f: %.4f)",
         result.ndcg10_before,
         result.ndcg10_after,
-        len(eval_ids),
+        result.eval_queries,
         bm25_ndcg,
         recommended,
         blends[recommended],
