@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # real types for mypy; at run time the names load lazily
     from retrieval.settings import (
         Bm25Settings,
         ChunkingSettings,
+        EmbeddedSettings,
         EmbeddingPrecision,
         FusionName,
         GroupBy,
@@ -58,6 +59,7 @@ _WHERE = {
     # settings
     "Bm25Settings": "retrieval.settings",
     "ChunkingSettings": "retrieval.settings",
+    "EmbeddedSettings": "retrieval.settings",
     "EmbeddingPrecision": "retrieval.settings",
     "FusionName": "retrieval.settings",
     "GroupBy": "retrieval.settings",
@@ -124,6 +126,7 @@ __all__ = [
     "CollectionNotFoundError",
     "CollectionSpec",
     "Document",
+    "EmbeddedSettings",
     "EmbeddingPrecision",
     "FusionName",
     "Grounding",

@@ -278,9 +278,13 @@ def collections_tune(
         bool, typer.Option("--rerank/--no-rerank", help="Tune the reranker's depth/weight.")
     ] = True,
     dry_run: Annotated[bool, typer.Option(help="Report what would be chosen; store nothing.")] = False,
+    store_if_worse: Annotated[
+        bool, typer.Option(help="Store the choice even if it ranks the held-apart queries worse.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Learn the collection's search settings from judged queries; report before/after on held-apart ones."""
+    """Learn the collection's search settings from judged queries; report before/after on held-apart ones.
+    A choice that ranks the held-apart queries worse than the previous settings is not stored."""
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -289,7 +293,14 @@ def collections_tune(
     from retrieval.tune import METRICS, TuneOptions, tune_collection
 
     try:
-        options = TuneOptions(held_out=held_out, seed=seed, bm25=bm25, rerank=rerank, dry_run=dry_run)
+        options = TuneOptions(
+            held_out=held_out,
+            seed=seed,
+            bm25=bm25,
+            rerank=rerank,
+            dry_run=dry_run,
+            store_if_worse=store_if_worse,
+        )
         judged_queries, judgements = read_queries(queries), read_qrels(qrels)
     except (RetrievalError, ValidationError) as exc:
         raise _fail(exc) from exc
@@ -322,7 +333,12 @@ def collections_tune(
     console.print(f"chosen on {report.tuning_queries} tuning queries: {json.dumps(report.chosen)}")
     for note in report.notes:
         console.print(f"note: {note}")
-    console.print("stored with the collection" if report.stored else "dry run: nothing stored")
+    if report.stored:
+        console.print("stored with the collection")
+    elif dry_run:
+        console.print("dry run: nothing stored")
+    else:
+        console.print("not stored: the previous settings are kept (--store-if-worse stores the choice)")
 
 
 cli_app = typer.Typer()

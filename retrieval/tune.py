@@ -11,7 +11,10 @@ choice is made on the tuning part only:
 The held-apart part is then searched with the settings the collection had before and with the chosen ones;
 the report gives nDCG@10, recall@100 and MRR@10 of both with 95 % bootstrap confidence intervals. The chosen
 settings are stored with the collection (``CollectionSpec.search``), where ``/v1/retrieve``, RAG chat and
-evaluations pick them up for every request that does not set them itself.
+evaluations pick them up for every request that does not set them itself, unless they rank the held-apart queries
+worse than the previous settings: a grid chosen on a few hundred queries can follow their noise (measured on
+SciFact: docs/retrieval.md), so then the previous settings stay and the report says why
+(``TuneOptions.store_if_worse`` stores them anyway). A tuning that fails leaves the previous settings in place.
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class TuneOptions(BaseModel):
     """With a reranker configured: tune its depth and blend weight."""
     dry_run: bool = False
     """Report what would be chosen; store nothing."""
+    store_if_worse: bool = False
+    """Store the chosen settings even when they rank the held-apart queries worse (nDCG@10) than the previous
+    ones; by default those are kept, so tuning never leaves a collection worse on queries it did not choose on."""
     resamples: int = Field(default=1000, ge=100)
     """Bootstrap resamples of the confidence intervals."""
     candidates: list[int] = Field(default_factory=lambda: list(CANDIDATES), min_length=1)
@@ -264,6 +270,7 @@ def tune_collection(
     notes: list[str] = []
     grid: dict[str, float] = {}
     previous = {"bm25": spec.bm25.model_dump(), "search": spec.search.model_dump(exclude_none=True)}
+    reweighed = False
     try:
         report_progress("baseline", 0, len(held_ids))
         before = scorer.summary(held_ids, options.resamples)
@@ -275,6 +282,7 @@ def tune_collection(
         working = spec.model_copy(update={"bm25": chosen_bm25})
         if chosen_bm25 != spec.bm25 and not options.dry_run:
             report_progress("re-weighing BM25", 0, 1)
+            reweighed = True
             service.update_search_settings(name, working)
         elif chosen_bm25 != spec.bm25:
             notes.append("dry run: fusion tuned with the stored BM25 parameters")
@@ -290,11 +298,28 @@ def tune_collection(
         chosen = {"bm25": chosen_bm25.model_dump(), "search": overrides.model_dump(exclude_none=True)}
         report_progress("held-apart", 0, len(held_ids))
         after = scorer.summary(held_ids, options.resamples, **_explicit(overrides))
-        stored = not options.dry_run
+        worse = after["ndcg@10"].mean < before["ndcg@10"].mean
+        if worse:
+            notes.append(
+                f"the chosen settings rank the held-apart queries worse (nDCG@10 {before['ndcg@10'].mean:.4f} "
+                f"-> {after['ndcg@10'].mean:.4f}): "
+                + (
+                    "stored anyway (store_if_worse)"
+                    if options.store_if_worse and not options.dry_run
+                    else "the previous settings are kept"
+                )
+            )
+        stored = not options.dry_run and (not worse or options.store_if_worse)
         if stored:
             service.update_search_settings(
                 name, working.model_copy(update={"search": overrides, "tuning": None})
             )
+        elif reweighed:
+            service.update_search_settings(name, spec)
+    except BaseException:
+        if reweighed:
+            service.update_search_settings(name, spec)
+        raise
     finally:
         scorer.close()
     report = TuneReport(

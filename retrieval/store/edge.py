@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ SHARE_HINT = "use the Qdrant server backend (retrieval.url) to share collections
 MAX_SEGMENT_KB = 300_000
 """Edge's optimizer merges small segments up to this size (~100k two-chunk sections of 384-d vectors): merges, each
 re-indexing the merged segment, stay bounded, so the cost of writing a point does not grow with the collection."""
+MERGE_ABOVE_SEGMENTS = 32
+"""Edge's optimizer merges segments only once a collection has more than this many. Each optimizer run then indexes
+just the points written since the last one (a segment of ~``embedded.index_threshold`` points: 7-10 s at 20k
+here) instead of merging them into an indexed segment and re-indexing all of it (27-33 s, measured: the cost of
+a write grew with the segment, up to ``MAX_SEGMENT_KB``). Searches visit every segment: at 1M chunks (25
+segments) hybrid search stays within the latency budget (docs/retrieval.md); beyond 32 segments merges bound the
+count."""
 VACUUM_FRACTION = 0.05
 """Edge's optimizer rewrites a segment once this share of its points is deleted (replaced or removed sections);
 until then their terms still count in BM25's IDF, as on a Qdrant server. A write that removes this share of a
@@ -141,13 +149,17 @@ class _Collection:
         self.view = _View(committed=0)
         self.removed = 0
         """Points removed since the optimizer last ran."""
+        self.unindexed = 0
+        """Points written since the optimizer last ran, kept in the commit record across restarts. Edge's own
+        ``indexed_vectors_count`` cannot tell: it counts the sparse (BM25) vectors too, which are indexed as they
+        are written, so it equals the point count before any HNSW exists."""
 
     def read_commit(self) -> dict[str, Any]:
         path = self.folder / COMMIT_FILE
         return json.loads(path.read_text()) if path.is_file() else {"seq": 0}
 
     def write_commit(self, seq: int, removing: list[str] | None = None) -> None:
-        record: dict[str, Any] = {"seq": seq}
+        record: dict[str, Any] = {"seq": seq, "unindexed": self.unindexed}
         if removing:
             record["removing"] = removing
         write_atomic(self.folder / COMMIT_FILE, json.dumps(record))
@@ -208,6 +220,8 @@ class EdgeStore:
         edge = _edge()
         record = col.read_commit()
         committed = int(record.get("seq", 0))
+        # A record without the count (written before it was kept) may hold any number of unindexed points.
+        col.unindexed = int(record.get("unindexed", col.shard.info().points_count))
         removing = list(record.get("removing") or [])
         if removing:
             col.shard.update(edge.UpdateOperation.delete_points(removing))
@@ -281,6 +295,10 @@ class EdgeStore:
                         deleted_threshold=VACUUM_FRACTION,
                         vacuum_min_vector_number=100,
                         max_segment_size=MAX_SEGMENT_KB,
+                        default_segment_number=MERGE_ABOVE_SEGMENTS,
+                        indexing_threshold=_indexing_kb(
+                            self.settings.embedded.index_threshold, spec.dimension
+                        ),
                     ),
                 )
                 shard = edge.EdgeShard.create(str(staging / SHARD_DIR), config)
@@ -464,6 +482,7 @@ class EdgeStore:
                 col.shard.update(edge.UpdateOperation.delete_points(list(remove)))
                 col.removed += len(remove)
             col.view = _View(committed=seq)
+            col.unindexed += len(add)
             if add or remove:
                 col.write_commit(seq)
             self._maybe_index(col)
@@ -502,24 +521,42 @@ class EdgeStore:
         """Run Edge's optimizer once enough points are unindexed (HNSW, merges) or removed (vacuum, so that IDF
         counts live sections only). It holds the GIL while it runs (measured: docs/retrieval.md), so it runs
         here, at the end of a write, never on the search path."""
-        info = col.shard.info()
-        points = int(info.points_count)
+        points = int(col.shard.info().points_count)
         threshold = self.settings.embedded.index_threshold
-        unindexed = threshold > 0 and points - int(info.indexed_vectors_count) >= threshold
+        unindexed = threshold > 0 and col.unindexed >= threshold
         vacuum = col.removed > 0 and col.removed >= VACUUM_FRACTION * max(points, 1)
-        if not (unindexed or vacuum):
-            return
-        logger.info(
-            "optimizing", extra={"collection": col.spec.name, "points": points, "removed": col.removed}
-        )
+        if unindexed or vacuum:
+            self._optimize(col)
+
+    def _optimize(self, col: _Collection) -> None:
+        started = time.perf_counter()
         col.shard.optimize()
-        col.removed = 0
+        col.shard.flush()  # Edge deletes the segments an optimization replaced only on a flush (measured)
+        logger.info(
+            "optimized",
+            extra={
+                "collection": col.spec.name,
+                "unindexed": col.unindexed,
+                "removed": col.removed,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+        col.removed = col.unindexed = 0
+        col.write_commit(col.view.committed)
 
     def optimize(self, name: str) -> None:
         """Run Edge's optimizer now (HNSW of every large segment, merges), whatever the threshold."""
         col = self._get(name)
         with col.write_lock:
-            col.shard.optimize()
+            self._optimize(col)
+
+
+def _indexing_kb(points: int, dimension: int) -> int:
+    """Edge's ``indexing_threshold`` (KB of dense vectors a segment needs for the optimizer to build its HNSW
+    graph) matching ``embedded.index_threshold`` points of one vector: a segment of fewer stays a plain exact
+    scan (its vectors cost less to scan than a graph to build), also when a vacuum runs the optimizer; 0 never
+    indexes."""
+    return max(1, points * dimension * 4 // 1024) if points else 0
 
 
 def _meta_keys(spec: CollectionSpec) -> dict[str, PayloadIndexType]:

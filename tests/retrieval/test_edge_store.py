@@ -20,6 +20,7 @@ from ragswap.model_store import ModelSettings
 from retrieval import (
     ChunkingSettings,
     Document,
+    EmbeddedSettings,
     Hit,
     RetrievalService,
     RetrievalSettings,
@@ -394,6 +395,41 @@ def test_a_write_that_fails_in_the_engine_leaves_the_collection_as_it_was(
         monkeypatch.setattr(edge, "document_batches", batches)
         service.ingest("kb", long_docs(3, version=2))
         assert sections_seen(service.search(query)) == {(d, 2): n for d, n in whole[2].items()}
+    finally:
+        service.close()
+
+
+def test_an_ingest_past_the_index_threshold_builds_the_hnsw_index_counting_across_restarts(
+    tmp_path: Path,
+) -> None:
+    """Points written since the last optimizer run are counted in the commit record, so two ingests in two
+    processes that together cross ``embedded.index_threshold`` index the collection. (Edge's own
+    ``indexed_vectors_count`` counts the BM25 vectors, indexed as they are written: before any HNSW graph it
+    equals the point count; with the dense graph it is twice that. Relied on here, not in the store.)"""
+    settings = RetrievalSettings(
+        path=tmp_path / "store", chunking=SMALL_SECTIONS, embedded=EmbeddedSettings(index_threshold=150)
+    )
+    service = RetrievalService(settings, ModelSettings(), tmp_path)
+    try:
+        service.create_collection("kb")
+        service.ingest("kb", long_docs(30, prefix="first"))
+        info = service.store.info("kb")
+        assert 75 <= info["points"] < 150 and info["indexed_vectors"] == info["points"]  # no graph yet
+    finally:
+        service.close()
+    service = RetrievalService(settings, ModelSettings(), tmp_path)
+    try:
+        service.ingest("kb", long_docs(30, prefix="second"))
+        info = service.store.info("kb")
+        assert info["points"] >= 150 and info["indexed_vectors"] == 2 * info["points"]  # dense HNSW built
+        hits = service.search(
+            SearchQuery(collection="kb", query="record second7 in revision v1", mode="dense", top_k=50)
+        )
+        assert {h.chunk.document_id for h in hits} >= {"first7", "second7"}
+        indexed = service.store.info("kb")
+        service.ingest("kb", long_docs(5, prefix="third"))  # below the threshold again: scanned, not indexed
+        after = service.store.info("kb")
+        assert after["indexed_vectors"] == indexed["indexed_vectors"] + after["points"] - indexed["points"]
     finally:
         service.close()
 

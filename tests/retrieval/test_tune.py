@@ -50,10 +50,10 @@ def test_tuning_chooses_on_tuning_queries_reports_held_apart_ones_and_stores_the
     name = copy_of_corpus(service, corpus, chunk_vectors, "tuned")
     queries, qrels = _subset(corpus, 160)
     stages: set[str] = set()
-    report = tune_collection(
-        service, name, queries, qrels, TuneOptions(held_out=0.3), lambda s, done, total: stages.add(s)
-    )
-    assert {"baseline", "bm25", "fusion", "held-apart"} <= stages
+    # store_if_worse: stored whichever way the held-apart figures fall (what decides that: the test below)
+    options = TuneOptions(held_out=0.3, store_if_worse=True)
+    report = tune_collection(service, name, queries, qrels, options, lambda s, done, total: stages.add(s))
+    assert {"baseline", "bm25", "fusion", "held-apart"} <= stages and report.stored
     assert report.tuning_queries + report.held_out_queries == report.judged_queries == 160
     assert 35 <= report.held_out_queries <= 60
     for side in (report.before, report.after):
@@ -84,6 +84,70 @@ def test_tuning_chooses_on_tuning_queries_reports_held_apart_ones_and_stores_the
     service.delete_collection(name)
 
 
+def _agreeing(
+    service: RetrievalService, name: str, queries: dict[str, str], **options: object
+) -> dict[str, dict[str, int]]:
+    """Judgements that agree with one way of searching: each query's top 10 under ``options`` are its relevant
+    documents, graded by rank (so that search scores nDCG@10 = 1 on them)."""
+    spec = service.store.spec(name)
+    ids = sorted(queries)
+    vectors = dict(zip(ids, service.embedder(spec).encode([queries[q] for q in ids]), strict=True))
+    ranked = {
+        q: service.rank_documents(
+            SearchQuery(collection=name, query=queries[q], top_k=10, vector=vectors[q], **options)  # type: ignore[arg-type]
+        )
+        for q in ids
+    }
+    return {q: {d: 10 - rank for rank, d in enumerate(docs)} for q, docs in ranked.items()}
+
+
+def test_tuning_stores_a_choice_only_if_it_ranks_the_held_apart_queries_no_worse(
+    service: RetrievalService, corpus: BeirData, chunk_vectors: dict[str, np.ndarray]
+) -> None:
+    """Judgements made to agree with one point of the grid (RRF k=2) on the tuning queries and with the
+    collection's settings (the defaults, DBSF) on the held-apart ones: the grid chooses RRF k=2, which ranks the
+    held-apart queries worse, so nothing changes (BM25 weights included) and the report says why; with
+    ``store_if_worse`` it is stored all the same. Judgements that agree with DBSF everywhere then make DBSF the
+    choice, which ranks the held-apart queries better than the stored RRF k=2: stored."""
+    from retrieval.tune import split
+
+    name = copy_of_corpus(service, corpus, chunk_vectors, "tuned-gate")
+    queries, _ = _subset(corpus, 120)
+    candidates = service.settings.search.candidates
+    rrf = _agreeing(service, name, queries, mode="hybrid", fusion="rrf", rrf_k=2, candidates=candidates)
+    dbsf = _agreeing(service, name, queries, mode="hybrid")
+    options = TuneOptions(held_out=0.3, candidates=[candidates])
+    tuning, held = split(sorted(queries), options.held_out, options.seed)
+    mixed = {q: rrf[q] for q in tuning} | {q: dbsf[q] for q in held}
+    first = service.store.spec(name)
+    probe = [
+        (h.section_id, h.score)
+        for h in service.search(SearchQuery(collection=name, query=queries[min(queries)], mode="bm25"))
+    ]
+    worse = tune_collection(service, name, queries, mixed, options)
+    assert worse.chosen["search"]["fusion"] == "rrf" and worse.chosen["search"]["rrf_k"] == 2
+    assert worse.after["ndcg@10"].mean < worse.before["ndcg@10"].mean
+    assert not worse.stored and any("previous settings are kept" in n for n in worse.notes), worse.notes
+    kept = service.store.spec(name)
+    assert kept.search == first.search and kept.bm25 == first.bm25 and kept.tuning == first.tuning
+    again = [
+        (h.section_id, h.score)
+        for h in service.search(SearchQuery(collection=name, query=queries[min(queries)], mode="bm25"))
+    ]
+    assert same_within_ties(probe, again, 1e-5)  # the BM25 vectors were re-weighed back, if at all
+
+    forced = tune_collection(
+        service, name, queries, mixed, options.model_copy(update={"store_if_worse": True})
+    )
+    assert forced.stored and any("stored anyway" in n for n in forced.notes)
+    assert service.store.spec(name).search.rrf_k == 2
+
+    better = tune_collection(service, name, queries, dbsf, options.model_copy(update={"bm25": False}))
+    assert better.after["ndcg@10"].mean > better.before["ndcg@10"].mean and better.stored
+    assert service.store.spec(name).search.fusion == "dbsf"
+    service.delete_collection(name)
+
+
 def _label(chosen: dict[str, object]) -> str:
     fusion = chosen["fusion"]
     label = str(fusion)
@@ -105,7 +169,13 @@ def test_tuning_learns_the_rerank_depth_and_weight(
     name = copy_of_corpus(service, corpus, chunk_vectors, "tuned-rerank")
     queries, qrels = _subset(corpus, 16)
     options = TuneOptions(
-        held_out=0.25, min_tuning=8, min_held_out=3, bm25=False, candidates=[50], rerank_depths=[10]
+        held_out=0.25,
+        min_tuning=8,
+        min_held_out=3,
+        bm25=False,
+        candidates=[50],
+        rerank_depths=[10],
+        store_if_worse=True,  # an untrained head may well rank worse: stored all the same, to check storage
     )
     report = tune_collection(reranking, name, queries, qrels, options)
     chosen = report.chosen["search"]
@@ -165,7 +235,8 @@ def test_tune_over_http_and_the_cli(api: TestClient, corpus: BeirData, tmp_path:
     body = {
         "queries": queries,
         "qrels": qrels,
-        "options": {"bm25": False, "held_out": 0.4, "candidates": [50, 100]},
+        # store_if_worse: stored whichever way the held-apart figures fall (kept out otherwise: tested above)
+        "options": {"bm25": False, "held_out": 0.4, "candidates": [50, 100], "store_if_worse": True},
     }
     r = api.post("/v1/collections/kb/tune", json=body, headers=ADMIN)
     assert r.status_code == 200, r.text
