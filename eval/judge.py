@@ -8,7 +8,8 @@ then writes invalid or off-schema JSON for a large share of calls. :class:`Judge
 prompts and their score formulas are used unchanged, and only the transport differs: ``response_format`` of type
 ``json_schema`` built from the metric's pydantic output model (vLLM enforces it with guided decoding), bounded
 list/string sizes so a looping small model cannot run past ``max_tokens``, retries with a little sampling
-temperature, an on-disk cache, and a record of every raw output for the traces.
+temperature (and, after an answer cut off at ``max_tokens``, with the output room the judge's window has left),
+an on-disk cache, and a record of every raw output for the traces.
 """
 
 from __future__ import annotations
@@ -216,11 +217,13 @@ class JudgeLLM(InstructorBaseRagasLLM):
     def generate(self, prompt: str, response_model: type[T]) -> T:
         return asyncio.run(self.agenerate(prompt, response_model))
 
-    def _request(self, prompt: str, schema_name: str, schema: dict[str, Any], attempt: int) -> dict[str, Any]:
+    def _request(
+        self, prompt: str, schema_name: str, schema: dict[str, Any], attempt: int, max_tokens: int
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
             # Greedy first; a retry samples a little so that it does not repeat the same broken output.
             "temperature": self.temperature if attempt == 0 else max(self.temperature, 0.3 * attempt),
             "seed": attempt,
@@ -288,12 +291,13 @@ class JudgeLLM(InstructorBaseRagasLLM):
 
         error = "no attempt made"
         kind: JudgeErrorKind = "request"
+        max_tokens = self.max_tokens
         for attempt in range(self.max_retries + 1):
-            record.attempts = attempt + 1
+            record.attempts, record.max_tokens = attempt + 1, max_tokens
             try:
                 async with self._semaphore:
                     response = await self.client.chat.completions.create(
-                        **self._request(prompt, schema_name, schema, attempt)
+                        **self._request(prompt, schema_name, schema, attempt, max_tokens)
                     )
                 raw = response.choices[0].message.content or ""
                 finish = response.choices[0].finish_reason
@@ -327,7 +331,8 @@ class JudgeLLM(InstructorBaseRagasLLM):
                     "parse",
                 )
                 if finish == "length":
-                    error += f"; cut off at max_tokens={self.max_tokens}"
+                    error += f"; cut off at max_tokens={max_tokens}"
+                    max_tokens = _output_room(budget, record, max_tokens, cap=4 * self.max_tokens)
                 if attempt == 0:
                     self.first_attempt_failures += 1
                 continue
@@ -358,3 +363,14 @@ def _error_message(exc: Exception) -> str:
         if body.get("message"):
             return str(body["message"])[:500]
     return str(exc)[:500]
+
+
+def _output_room(budget: PromptBudget, record: JudgeCall, max_tokens: int, *, cap: int) -> int:
+    """The output limit for a retry after an answer was cut off at ``max_tokens``: what the judge's window leaves
+    after this prompt (the endpoint's own count where it gave one), up to ``cap``; never less than before.
+
+    The budget sized the prompt to leave ``max_tokens``, so a shorter prompt leaves more; a small judge whose
+    characters cost a token each (escapes, symbols) can need it even within the schema's bounded strings.
+    """
+    prompt = record.usage_prompt_tokens or record.prompt_tokens or budget.prompt_limit
+    return max(max_tokens, min(cap, budget.window.tokens - prompt - budget.margin_tokens))

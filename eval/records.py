@@ -61,6 +61,8 @@ class JudgeCall(BaseModel):
     """Prompt tokens as ragswap counted them before sending (the judge's tokenizer, or the estimate)."""
     usage_prompt_tokens: int | None = None
     """Prompt tokens as the judge endpoint reported them (``usage.prompt_tokens``), when it was called."""
+    max_tokens: int | None = None
+    """The output limit of the last attempt: ``max_tokens``, or more on a retry after an answer was cut off."""
 
 
 ScoreStatus = Literal["ok", "failed", "skipped"]

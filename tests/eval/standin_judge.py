@@ -59,10 +59,12 @@ class StandInJudge:
     - ``broken-json``: every answer is :data:`BROKEN` (what small judges write without structured output);
     - ``always-yes``: valid JSON for the requested schema, every 0/1 verdict 1 and every string "yes";
     - ``random``: valid JSON, verdicts and words drawn at random (seeded by the prompt: reproducible);
-    - ``status``: HTTP ``status`` with an OpenAI-shaped error body saying ``message``.
+    - ``status``: HTTP ``status`` with an OpenAI-shaped error body saying ``message``;
+    - ``long-answer``: the ``always-yes`` answer, but one that needs ``answer_tokens`` output tokens: a request
+      whose ``max_tokens`` is smaller gets it cut off there (half the JSON, ``finish_reason: "length"``).
 
-    ``max_model_len`` is what its ``/v1/models`` reports (``None``: the route answers 404). Every request body
-    is kept in ``bodies``.
+    ``max_model_len`` is what its ``/v1/models`` reports (``None``: the route answers 404); ``prompt_tokens`` is
+    the ``usage.prompt_tokens`` it reports. Every request body is kept in ``bodies``.
     """
 
     def __init__(
@@ -73,8 +75,11 @@ class StandInJudge:
         message: str = "bad request",
         max_model_len: int | None = None,
         model: str = "stand-in-judge",
+        answer_tokens: int = 0,
+        prompt_tokens: int = 1,
     ) -> None:
         self.mode, self.status, self.message = mode, status, message
+        self.answer_tokens, self.prompt_tokens = answer_tokens, prompt_tokens
         self.max_model_len, self.model = max_model_len, model
         self.bodies: list[dict[str, Any]] = []
         judge = self
@@ -126,6 +131,9 @@ class StandInJudge:
         return json.dumps(fake_instance(schema, schema, rng))
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        content, finish = self.content(body), "stop"
+        if self.mode == "long-answer" and body.get("max_tokens", 0) < self.answer_tokens:
+            content, finish = content[: len(content) // 2], "length"
         return {
             "id": "chatcmpl-stand-in",
             "object": "chat.completion",
@@ -134,11 +142,11 @@ class StandInJudge:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.content(body)},
-                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
                 }
             ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": 1, "total_tokens": 2},
         }
 
     def __enter__(self) -> StandInJudge:

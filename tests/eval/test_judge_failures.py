@@ -169,6 +169,33 @@ def test_transient_errors_are_retried(stand_in_judge: Callable[..., StandInJudge
         assert score.judge_calls[0].attempts == 3 and len(judge.bodies) == 3
 
 
+def test_an_answer_cut_off_at_max_tokens_is_retried_with_the_room_the_window_has_left(
+    stand_in_judge: Callable[..., StandInJudge],
+) -> None:
+    # The answer needs 300 output tokens, max_tokens is 128, the prompt (as the endpoint counts it) 1000 of a
+    # 4096-token window: the retry asks for 4 x 128 = 512 (the cap; the window would leave 3088) and scores.
+    judge = stand_in_judge("long-answer", max_model_len=4096, answer_tokens=300, prompt_tokens=1000)
+    config = JudgeConfig(url=judge.url, model="stand-in-judge", max_tokens=128, max_retries=2, cache_dir=None)
+    (score,) = asyncio.run(
+        build_scorer(["context_recall"], config, None).score(SAMPLES[0], _trace())
+    ).values()
+    assert score.status == "ok", score.reason
+    (call,) = score.judge_calls
+    assert (call.attempts, call.max_tokens) == (2, 512)
+    assert [body["max_tokens"] for body in judge.bodies] == [128, 512]
+
+    # The window leaves no more room than max_tokens: every attempt is cut off the same way, and the reason says
+    # where (the limit never shrinks below max_tokens; the budget reserved it).
+    tight = stand_in_judge("long-answer", max_model_len=2048, answer_tokens=900, prompt_tokens=1912)
+    config = JudgeConfig(url=tight.url, model="stand-in-judge", max_tokens=128, max_retries=2, cache_dir=None)
+    (score,) = asyncio.run(
+        build_scorer(["context_recall"], config, None).score(SAMPLES[0], _trace())
+    ).values()
+    assert score.status == "failed" and score.failure_kind == "parse"
+    assert "cut off at max_tokens=128" in (score.reason or "")
+    assert [body["max_tokens"] for body in tight.bodies] == [128, 128, 128]
+
+
 def test_prompt_that_cannot_fit_is_never_sent(stand_in_judge: Callable[..., StandInJudge]) -> None:
     # The endpoint reports a 512-token window; max_tokens=256 leaves ~250 prompt tokens, less than ragas's
     # context-recall instruction and schema alone: the metric fails with the reason before any request.

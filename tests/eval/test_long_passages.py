@@ -108,18 +108,14 @@ def test_every_judged_metric_scores_every_sample(
     # 0 context-overflow failures: no prompt too long, nothing refused for length, no 4xx.
     assert [(i, name, s.reason) for i, name, s in failed if s.failure_kind == "context"] == []
     assert all(judge.context_failures == 0 and judge.rejected == 0 for judge in judges)
-    # What may remain is the 135M judge's own output running past max_tokens: it pretty-prints its JSON (the
-    # schema leaves whitespace free), so now and then a long NLI answer is cut off (seen: 1 of the window's 34
-    # judged scores in CI runs, 2 of 34 at 2048 in a local run). Counted, named, never scored; at most one score
-    # in ten per window -- a budget bug would fail far more, and is caught above as a context failure.
-    scores = sum(len(r) for r in results)
-    cut_off = [(i, name) for i, name, s in failed if "cut off at max_tokens" in (s.reason or "")]
-    assert len(cut_off) == len(failed) <= scores // 10, [(i, name, s.reason) for i, name, s in failed]
+    # Nothing else fails either: every judged metric scores every sample. (Before ``engine.compact_json`` the
+    # 135M judge pretty-printed its JSON and now and then ran past max_tokens; an answer cut off is now retried
+    # with the room the window leaves, see test_judge_failures.py.)
+    assert failed == [], [(i, name, s.reason) for i, name, s in failed]
     assert [sorted(r) for r in results] == [sorted(METRICS[window][i]) for i in range(20)]
     for result in results:
         for score in result.values():
-            if score.status == "ok":
-                assert score.value is not None and 0.0 <= score.value <= 1.0
+            assert score.value is not None and 0.0 <= score.value <= 1.0
 
 
 def test_2048_prompts_fit_by_the_engines_own_count(
