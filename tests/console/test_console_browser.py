@@ -277,7 +277,9 @@ def test_a_collection_shows_its_tuning_result(console: Console) -> None:
             assert (
                 admin.post(f"/v1/collections/{TUNED}/documents", json={"documents": docs}).status_code == 200
             )
-            options = {"bm25": False, "held_out": 0.4, "candidates": [50, 100]}
+            # store_if_worse: the page must show a stored result; on a fixture this small the held-apart nDCG of
+            # the chosen settings lands either side of the defaults' depending on the CPU's float rounding.
+            options = {"bm25": False, "held_out": 0.4, "candidates": [50, 100], "store_if_worse": True}
             tuned = admin.post(
                 f"/v1/collections/{TUNED}/tune", json={"queries": queries, "qrels": qrels, "options": options}
             )
